@@ -101,6 +101,8 @@ export interface ExecutorEvents {
   log: [{ tenant: string; plugin: string; fn: string } & LogLine];
   diagnostic: [Diagnostic];
   'worker-restart': [{ reason: RestartReason; tenant: string; plugin: string }];
+  /** A worker joined the pool, with `warmed` hot plugins handed to it to pre-instantiate. */
+  'worker-created': [{ threadId: number; warmed: number }];
 }
 
 interface PluginRecord {
@@ -157,6 +159,7 @@ export class Executor extends EventEmitter<ExecutorEvents> {
       const rec = this.#recordByKey(key);
       this.emit('worker-restart', { reason, tenant: rec?.tenant ?? '?', plugin: rec?.manifest.name ?? '?' });
     });
+    this.#pool.on('worker-created', (e) => this.emit('worker-created', e));
     this.#tenants.set('default', { grants: this.options.grants, plugins: new Map() });
   }
 

@@ -303,11 +303,12 @@ export class PluginInstance {
       },
       output_set: (addr: bigint, len: bigint) => {
         const s = this.#cur();
-        const n = toAddress(len);
-        // Checked before anything is copied: the cap holds even against a forged length.
-        if (n > s.spec.maxOutputBytes) {
-          throw new GuestFault('PADDOCK_OUTPUT_TOO_LARGE', `output of ${n} bytes exceeds the cap of ${s.spec.maxOutputBytes}`, 'output-cap');
+        // Checked before anything is copied: the cap holds even against a forged length
+        // (a negative i64 is a huge u64 to the guest).
+        if (len < 0n || len > BigInt(s.spec.maxOutputBytes)) {
+          throw new GuestFault('PADDOCK_OUTPUT_TOO_LARGE', `output of ${BigInt.asUintN(64, len)} bytes exceeds the cap of ${s.spec.maxOutputBytes}`, 'output-cap');
         }
+        const n = Number(len);
         const a = toAddress(addr);
         k.block(a, n); // validates block and length
         s.outputAddr = a;

@@ -62,6 +62,11 @@ export interface CallOptions {
 
 export interface InstallOptions {
   tenant?: string;
+  /**
+   * WASI directories to map into the guest, guest path → host path. For embedders and
+   * `paddock run` only (the operator's own choice); honoured only when WASI is effective.
+   */
+  preopens?: Record<string, string>;
 }
 
 export interface PluginInfo {
@@ -134,6 +139,7 @@ export class Executor extends EventEmitter<ExecutorEvents> {
   #modules = new Map<string, WebAssembly.Module>();
   #calls = new Map<number, LiveCall>();
   #nextCallId = 1;
+  #installSeq = 0;
   #closing = false;
 
   constructor(options: ExecutorOptions = {}) {
@@ -217,7 +223,8 @@ export class Executor extends EventEmitter<ExecutorEvents> {
     const maxInputBytes = Math.min(manifest.limits.maxInputBytes ?? limits.maxInputBytes, limits.maxInputBytes);
     const maxOutputBytes = Math.min(manifest.limits.maxOutputBytes ?? limits.maxOutputBytes, limits.maxOutputBytes);
     const spec: PluginSpec = {
-      key: `${tenantName}/${manifest.name}@${moduleKey}`,
+      // Every install gets its own key: config or grants may change with the same digest.
+      key: `${tenantName}/${manifest.name}@${moduleKey}#i${++this.#installSeq}`,
       module,
       config: manifest.config,
       wasi: Boolean(effective.wasi),
@@ -227,7 +234,7 @@ export class Executor extends EventEmitter<ExecutorEvents> {
       // Input and output live in kernel memory for the whole call, plus the guest's own blocks.
       maxKernelBytes: maxInputBytes + maxOutputBytes + 16 * MiB,
       logLevel: effective.log ? (manifest.logLevel ?? 'info') : 'off',
-      preopens: {},
+      preopens: effective.wasi ? (opts.preopens ?? {}) : {},
     };
     const previous = tenant.plugins.get(manifest.name);
     const record: PluginRecord = {

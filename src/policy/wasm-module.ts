@@ -349,32 +349,36 @@ function cappedLimits(bytes: Uint8Array, site: Site, caps: WasmCaps, index: numb
 /** Returns new bytes in which every defined memory has max = min(declared max ?? cap, cap) and every defined table likewise. */
 export function capWasmLimits(bytes: Uint8Array, caps: WasmCaps): Uint8Array {
   checkCaps(caps);
-  const { sections, sites } = parse(bytes);
+  if (!(bytes instanceof Uint8Array)) invalid('expected a Uint8Array', 0);
+  // Check and copy from one private snapshot: bytes over shared memory could otherwise change
+  // between the parse that vetted them and the copy that is compiled.
+  const src = bytes.slice();
+  const { sections, sites } = parse(src);
 
   // Sites and sections are both in file order, so one forward pass pairs them (no N×M scan).
-  const edits: { site: Site; bytes: Uint8Array }[] = [];
+  const edits: { site: Site; limits: Uint8Array }[] = [];
   const counters = { memory: 0, table: 0 };
   for (const site of sites) {
-    const replacement = cappedLimits(bytes, site, caps, counters[site.kind]++);
-    if (replacement) edits.push({ site, bytes: Uint8Array.from(replacement) });
+    const replacement = cappedLimits(src, site, caps, counters[site.kind]++);
+    if (replacement) edits.push({ site, limits: Uint8Array.from(replacement) });
   }
-  if (edits.length === 0) return bytes.slice();
+  if (edits.length === 0) return src;
 
-  const parts: Uint8Array[] = [bytes.subarray(0, HEADER.length)];
+  const parts: Uint8Array[] = [src.subarray(0, HEADER.length)];
   let next = 0;
   for (const sec of sections) {
     if (next >= edits.length || edits[next].site.start >= sec.end) {
-      parts.push(bytes.subarray(sec.start, sec.end));
+      parts.push(src.subarray(sec.start, sec.end));
       continue;
     }
     const content: Uint8Array[] = [];
     let pos = sec.contentStart;
     for (; next < edits.length && edits[next].site.start < sec.end; next++) {
-      const { site, bytes: replacement } = edits[next];
-      content.push(bytes.subarray(pos, site.start), replacement);
+      const { site, limits } = edits[next];
+      content.push(src.subarray(pos, site.start), limits);
       pos = site.end;
     }
-    content.push(bytes.subarray(pos, sec.end));
+    content.push(src.subarray(pos, sec.end));
     const size = content.reduce((n, c) => n + c.length, 0);
     parts.push(Uint8Array.of(sec.id, ...uleb(size)));
     for (const c of content) parts.push(c); // not push(...content): a hostile table count would overflow the argument list

@@ -28,6 +28,7 @@ export const ERRORS = {
   PADDOCK_INIT_FAILED: { status: 422, description: "the plugin's initialisation (start/_initialize) timed out or trapped; it is not retried until a new version is installed" },
   PADDOCK_WORKER_CRASHED: { status: 500, description: 'the worker running the call exited unexpectedly; it was replaced' },
   PADDOCK_INSTANCE_LIMIT: { status: 503, description: 'no room for another live plugin instance in this process' },
+  PADDOCK_QUOTA_EXCEEDED: { status: 507, description: "a write would take the plugin's KV (or other store) over its byte quota" },
   PADDOCK_HOST_CALL_FAILED: { status: 502, description: 'a host function failed (upstream error, host-call timeout)' },
   PADDOCK_INTERNAL: { status: 500, description: 'a bug in Paddock; please report it' },
 } as const satisfies Record<string, { status: number; description: string }>;

@@ -5,12 +5,17 @@ import { EventEmitter } from 'node:events';
 import { availableParallelism } from 'node:os';
 import { z } from 'zod';
 import { PaddockError, toPaddockError, type ErrorCode } from './errors.js';
-import { httpRequest } from './hostfns/http.js';
+import { Broker, type CallContext, type ViolationPolicy } from './hostfns/broker.js';
+import { FsAccess, type Mount } from './hostfns/fs.js';
 import { auditModule } from './policy/audit.js';
+import { BottleneckLimiter, type RateLimiter, TokenBucketLimiter } from './policy/limiter.js';
+import { Quarantine, type QuarantineStatus } from './policy/quarantine.js';
+import { topicMatches } from './policy/topics.js';
+import { type KvStore, MemoryKvStore } from './store/kv.js';
 import { type Capabilities, capabilitiesSchema, formatZodError, type Manifest, parseManifest } from './policy/manifest.js';
 import { capWasmLimits } from './policy/wasm-module.js';
 import { type CallOutcome, WorkerPool, type RestartReason } from './pool/pool.js';
-import type { CallStats, HostCallRequest, HttpRequestPayload, LogLine, PluginSpec } from './pool/protocol.js';
+import type { CallStats, HostCallRequest, LogLine, PluginSpec } from './pool/protocol.js';
 
 const MiB = 1024 * 1024;
 
@@ -41,6 +46,7 @@ export const executorOptionsSchema = z
         maxOutputBytes: z.number().int().positive().default(4 * MiB),
         maxVarBytes: z.number().int().nonnegative().default(1 * MiB),
         maxHostCalls: z.number().int().nonnegative().default(1_000),
+        maxHostCallBytes: z.number().int().nonnegative().default(64 * MiB),
         maxLogBytes: z.number().int().nonnegative().default(64 * 1024),
         maxHttpResponseBytes: z.number().int().positive().default(4 * MiB),
         httpTimeoutMs: z.number().int().positive().default(10_000),
@@ -49,6 +55,29 @@ export const executorOptionsSchema = z
       .prefault({}),
     /** What the `default` tenant may be granted (the embedding application is its own operator). */
     grants: capabilitiesSchema.default({ log: true, config: true, wasi: true }),
+    policy: z
+      .object({
+        /** What a refused host call does: the guest sees an error value (record), the call fails, or the worker is killed (strict). */
+        onViolation: z.enum(['record', 'fail', 'kill']).default('record'),
+        quarantine: z
+          .object({
+            threshold: z.number().int().min(1).default(5),
+            windowMs: z.number().int().min(1).default(60_000),
+            cooldownMs: z.number().int().min(0).default(30_000),
+          })
+          .strict()
+          .prefault({}),
+        /** Host calls per second (and burst) per tenant and host function. */
+        hostCallRate: z.object({ perSecond: z.number().positive().default(1000), burst: z.number().int().min(1).default(2000) }).strict().prefault({}),
+        limiter: z.enum(['token-bucket', 'bottleneck']).default('token-bucket'),
+        maxIntentDepth: z.number().int().min(0).max(32).default(4),
+        /** KV bytes per plugin (key + value), unless a tenant's quota says otherwise. */
+        kvBytes: z.number().int().nonnegative().default(10 * MiB),
+      })
+      .strict()
+      .prefault({}),
+    /** Where plugin KV lives; in memory unless the application passes a store. */
+    kv: z.custom<KvStore>((v) => typeof v === 'object' && v !== null && typeof (v as KvStore).get === 'function').optional(),
   })
   .strict();
 
@@ -79,6 +108,23 @@ export interface PluginInfo {
   broken: string | null;
   installedAt: string;
   manifest: Manifest;
+  quarantine: QuarantineStatus;
+  /** Effective rights: declared ∩ granted. */
+  effective: Capabilities;
+}
+
+export interface IntentDelivery {
+  plugin: string;
+  function: string;
+  ok: boolean;
+  code?: ErrorCode;
+  message?: string;
+  output?: Uint8Array;
+}
+
+export interface IntentResult {
+  topic: string;
+  deliveries: IntentDelivery[];
 }
 
 export interface CallEvent {
@@ -108,6 +154,8 @@ export interface ExecutorEvents {
   'worker-restart': [{ reason: RestartReason; tenant: string; plugin: string }];
   /** A worker joined the pool, with `warmed` hot plugins handed to it to pre-instantiate. */
   'worker-created': [{ threadId: number; warmed: number }];
+  /** An intent emitted by a plugin was processed (after the emitting call succeeded). */
+  intent: [{ tenant: string; from: string; result: IntentResult }];
 }
 
 interface PluginRecord {
@@ -123,23 +171,36 @@ interface PluginRecord {
   initialisedOk: boolean;
   lastUsed: number;
   effective: Capabilities;
-  limits: { timeoutMs: number; maxInputBytes: number; maxOutputBytes: number; maxHostCalls: number; maxLogBytes: number };
+  fs: FsAccess | null;
+  limits: { timeoutMs: number; maxInputBytes: number; maxOutputBytes: number; maxHostCalls: number; maxHostCallBytes: number; maxLogBytes: number };
 }
 
 interface LiveCall {
   record: PluginRecord;
-  fn: string;
-  deadline: number;
+  ctx: CallContext;
+  /** A host-call refusal was already counted as a violation for this call. */
+  violated: boolean;
+}
+
+export interface TenantConfig {
+  grants?: z.input<typeof capabilitiesSchema>;
+  quotas?: { kvBytes?: number };
 }
 
 export class Executor extends EventEmitter<ExecutorEvents> {
   readonly options: Readonly<ResolvedOptions>;
   #pool: WorkerPool;
-  #tenants = new Map<string, { grants: Capabilities; plugins: Map<string, PluginRecord> }>();
+  #tenants = new Map<string, { grants: Capabilities; kvBytes: number; plugins: Map<string, PluginRecord> }>();
+  #broker: Broker;
+  #quarantine: Quarantine;
+  #limiter: RateLimiter;
+  readonly kv: KvStore;
   #modules = new Map<string, WebAssembly.Module>();
   #calls = new Map<number, LiveCall>();
   #nextCallId = 1;
   #installSeq = 0;
+  #inflightIntents = 0;
+  #intentsDrained: Array<() => void> = [];
   #closing = false;
 
   constructor(options: ExecutorOptions = {}) {
@@ -166,7 +227,24 @@ export class Executor extends EventEmitter<ExecutorEvents> {
       this.emit('worker-restart', { reason, tenant: rec?.tenant ?? '?', plugin: rec?.manifest.name ?? '?' });
     });
     this.#pool.on('worker-created', (e) => this.emit('worker-created', e));
-    this.#tenants.set('default', { grants: this.options.grants, plugins: new Map() });
+    const pol = this.options.policy;
+    this.kv = this.options.kv ?? new MemoryKvStore();
+    this.#limiter = pol.limiter === 'bottleneck' ? new BottleneckLimiter(pol.hostCallRate) : new TokenBucketLimiter(pol.hostCallRate);
+    this.#quarantine = new Quarantine(pol.quarantine);
+    this.#broker = new Broker({
+      kv: this.kv,
+      limiter: this.#limiter,
+      policy: pol.onViolation as ViolationPolicy,
+      maxIntentDepth: pol.maxIntentDepth,
+      maxListEntries: 1000,
+      http: { maxResponseBytes: this.options.limits.maxHttpResponseBytes, timeoutMs: this.options.limits.httpTimeoutMs },
+      onViolation: (ctx, capability, reason) => {
+        const live = [...this.#calls.values()].find((l) => l.ctx === ctx);
+        if (live) live.violated = true;
+        this.#violation(ctx.tenant, ctx.plugin, 'capability-denied', capability, reason);
+      },
+    });
+    this.#tenants.set('default', { grants: this.options.grants, kvBytes: pol.kvBytes, plugins: new Map() });
   }
 
   /** Threads currently alive in the pool (for health checks and tests). */
@@ -180,13 +258,29 @@ export class Executor extends EventEmitter<ExecutorEvents> {
     return { running: this.#pool.running, queued: this.#pool.queued, threads: this.#pool.threads, plugins };
   }
 
-  /** Defines (or redefines) a tenant and what it may be granted. */
-  setTenant(name: string, opts: { grants?: z.input<typeof capabilitiesSchema> } = {}): void {
+  /** Defines (or redefines) a tenant: what it may be granted and its quotas. */
+  setTenant(name: string, opts: TenantConfig = {}): void {
     const grants = capabilitiesSchema.safeParse(opts.grants ?? { log: true });
     if (!grants.success) throw new PaddockError('PADDOCK_BAD_REQUEST', `invalid grants: ${formatZodError(grants.error, 'grants')}`);
+    const kvBytes = opts.quotas?.kvBytes ?? this.options.policy.kvBytes;
     const existing = this.#tenants.get(name);
-    if (existing) existing.grants = grants.data;
-    else this.#tenants.set(name, { grants: grants.data, plugins: new Map() });
+    if (existing) {
+      existing.grants = grants.data;
+      existing.kvBytes = kvBytes;
+      // Grants changed: recompute every installed plugin's effective rights.
+      for (const rec of existing.plugins.values()) rec.effective = intersectCapabilities(rec.manifest.capabilities, grants.data);
+    } else {
+      this.#tenants.set(name, { grants: grants.data, kvBytes, plugins: new Map() });
+    }
+  }
+
+  removeTenant(name: string): boolean {
+    if (name === 'default') return false;
+    return this.#tenants.delete(name);
+  }
+
+  tenantNames(): string[] {
+    return [...this.#tenants.keys()];
   }
 
   #tenant(name: string) {
@@ -249,16 +343,20 @@ export class Executor extends EventEmitter<ExecutorEvents> {
       initialisedOk: false,
       lastUsed: 0,
       effective,
+      fs: null,
       limits: {
         timeoutMs: Math.min(manifest.limits.timeoutMs ?? limits.timeoutMs, limits.timeoutMs),
         maxInputBytes,
         maxOutputBytes,
         maxHostCalls: Math.min(manifest.limits.maxHostCalls ?? limits.maxHostCalls, limits.maxHostCalls),
+        maxHostCallBytes: Math.min(manifest.limits.maxHostCallBytes ?? limits.maxHostCallBytes, limits.maxHostCallBytes),
         maxLogBytes: Math.min(manifest.limits.maxLogBytes ?? limits.maxLogBytes, limits.maxLogBytes),
       },
     };
     // Calls in flight keep the old record (and its spec key); new calls see the new one.
     tenant.plugins.set(manifest.name, record);
+    // New code gets a clean slate; the same bytes installed again do not escape quarantine.
+    if (previous && previous.digest !== record.digest) this.#quarantine.forget(`${tenantName}/${manifest.name}`);
     this.#dropUnusedModules();
     return this.#info(record);
   }
@@ -308,7 +406,16 @@ export class Executor extends EventEmitter<ExecutorEvents> {
       broken: r.broken,
       installedAt: r.installedAt,
       manifest: r.manifest,
+      quarantine: this.#quarantine.status(`${r.tenant}/${r.manifest.name}`),
+      effective: r.effective,
     };
+  }
+
+  /** Operator override: lift a plugin's quarantine now. */
+  releaseQuarantine(name: string, opts: InstallOptions = {}): PluginInfo {
+    const rec = this.#record(opts.tenant ?? 'default', name);
+    this.#quarantine.release(`${rec.tenant}/${name}`);
+    return this.#info(rec);
   }
 
   #dropUnusedModules(): void {
@@ -326,6 +433,10 @@ export class Executor extends EventEmitter<ExecutorEvents> {
 
   /** Calls an exported function of an installed plugin; resolves with its output bytes. */
   async call(plugin: string, fn: string, input: Uint8Array | string = new Uint8Array(0), opts: CallOptions = {}): Promise<Uint8Array> {
+    return this.#call(plugin, fn, input, opts, 0);
+  }
+
+  async #call(plugin: string, fn: string, input: Uint8Array | string, opts: CallOptions, depth: number): Promise<Uint8Array> {
     this.#assertOpen();
     const tenant = opts.tenant ?? 'default';
     const started = performance.now();
@@ -341,10 +452,27 @@ export class Executor extends EventEmitter<ExecutorEvents> {
     if (bytes.byteLength > rec.limits.maxInputBytes) {
       fail('PADDOCK_INPUT_TOO_LARGE', `input of ${bytes.byteLength} bytes exceeds the cap of ${rec.limits.maxInputBytes}`);
     }
+    const qkey = `${tenant}/${plugin}`;
+    const admission = this.#quarantine.admit(qkey);
+    if (!admission.ok) {
+      fail('PADDOCK_QUARANTINED', `plugin "${plugin}" is quarantined after repeated violations; retry in ${Math.ceil(admission.retryAfterMs / 1000)} s`, 'quarantined');
+    }
+    const probe = admission.ok && admission.probe;
     const timeoutMs = Math.min(opts.timeoutMs ?? rec.limits.timeoutMs, rec.limits.timeoutMs);
     const callId = this.#nextCallId++;
     rec.lastUsed = Date.now();
-    this.#calls.set(callId, { record: rec, fn, deadline: Date.now() + timeoutMs });
+    const ctx: CallContext = {
+      tenant,
+      plugin,
+      effective: rec.effective,
+      deadline: Date.now() + timeoutMs,
+      depth,
+      kvQuotaBytes: this.#tenants.get(tenant)?.kvBytes ?? this.options.policy.kvBytes,
+      fs: this.#fsFor(rec),
+      emitted: [],
+    };
+    const live: LiveCall = { record: rec, ctx, violated: false };
+    this.#calls.set(callId, live);
     let outcome: CallOutcome;
     try {
       outcome = await this.#pool.call(
@@ -357,6 +485,7 @@ export class Executor extends EventEmitter<ExecutorEvents> {
             input: bytes,
             maxOutputBytes: rec.limits.maxOutputBytes,
             maxHostCalls: rec.limits.maxHostCalls,
+            maxHostCallBytes: rec.limits.maxHostCallBytes,
             maxLogBytes: rec.limits.maxLogBytes,
             deadline: 0,
           },
@@ -365,6 +494,7 @@ export class Executor extends EventEmitter<ExecutorEvents> {
         timeoutMs,
       );
     } catch (err) {
+      this.#quarantine.finished(qkey, probe, false);
       const e = toPaddockError(err);
       return fail(e.code, e.message);
     } finally {
@@ -375,10 +505,19 @@ export class Executor extends EventEmitter<ExecutorEvents> {
     const durationMs = performance.now() - started;
     if (outcome.ok) {
       rec.initialisedOk = true;
+      if (this.#quarantine.finished(qkey, probe, live.violated)) {
+        this.#diagnose({ kind: 'quarantine-lifted', tenant, plugin, reason: 'probe call succeeded' });
+      }
       this.emit('call', { tenant, plugin, fn, code: null, durationMs, stats: outcome.result.stats });
+      // Effects of a call (its intents) happen only if the call succeeded, and after it:
+      // a host function never calls back into the plugin that is waiting on it.
+      for (const intent of ctx.emitted) this.#dispatchEmitted(tenant, plugin, intent.topic, intent.payload, depth + 1);
       return outcome.result.output;
     }
-    const { error } = outcome;
+    let error = outcome.error;
+    if (ctx.killedFor && outcome.restart) {
+      error = { code: ctx.killedFor.code as typeof error.code, message: `${ctx.killedFor.message} (strict policy: the worker was replaced)`, reason: 'violation-kill' };
+    }
     if (error.code === 'PADDOCK_INIT_FAILED') {
       // Do not respawn-loop on a plugin whose initialisation hangs or traps: every call would
       // cost a worker. Installing again (a fixed version) clears this.
@@ -386,44 +525,88 @@ export class Executor extends EventEmitter<ExecutorEvents> {
     } else if (outcome.result && error.code !== 'PADDOCK_INSTANCE_LIMIT') {
       rec.initialisedOk = true;
     }
+    const counts = !live.violated && isSandboxViolation(error.code, error.reason);
+    if (counts) {
+      live.violated = true;
+      this.#violation(tenant, plugin, violationKind(error.code), undefined, error.reason ?? error.code);
+    }
+    this.#quarantine.finished(qkey, probe, live.violated);
     this.emit('call', { tenant, plugin, fn, code: error.code as ErrorCode, reason: error.reason, durationMs, stats: outcome.result?.stats });
     throw new PaddockError(error.code as ErrorCode, error.message, { details: { reason: error.reason } });
+  }
+
+  /**
+   * Processes an intent: calls every enabled plugin of the tenant subscribed to a matching topic,
+   * highest priority first, one after the other. Resolves with each delivery's outcome.
+   */
+  async emitIntent(topic: string, payload: Uint8Array | string = new Uint8Array(0), opts: { tenant?: string } = {}): Promise<IntentResult> {
+    return this.#processIntent(opts.tenant ?? 'default', topic, typeof payload === 'string' ? new TextEncoder().encode(payload) : payload, 0);
+  }
+
+  async #processIntent(tenant: string, topic: string, payload: Uint8Array, depth: number): Promise<IntentResult> {
+    const subs: Array<{ rec: PluginRecord; fn: string; priority: number }> = [];
+    for (const rec of this.#tenant(tenant).plugins.values()) {
+      if (!rec.enabled) continue;
+      for (const sub of rec.manifest.subscriptions) if (topicMatches(sub.topic, topic)) subs.push({ rec, fn: sub.function, priority: sub.priority });
+    }
+    subs.sort((a, b) => b.priority - a.priority || a.rec.manifest.name.localeCompare(b.rec.manifest.name));
+    const deliveries: IntentDelivery[] = [];
+    for (const { rec, fn } of subs) {
+      const name = rec.manifest.name;
+      try {
+        const output = await this.#call(name, fn, payload, { tenant }, depth);
+        deliveries.push({ plugin: name, function: fn, ok: true, output });
+      } catch (err) {
+        const e = toPaddockError(err);
+        deliveries.push({ plugin: name, function: fn, ok: false, code: e.code, message: e.message });
+      }
+    }
+    return { topic, deliveries };
+  }
+
+  #dispatchEmitted(tenant: string, from: string, topic: string, payload: Uint8Array, depth: number): void {
+    if (this.#closing) return;
+    this.#inflightIntents++;
+    setImmediate(() => {
+      this.#processIntent(tenant, topic, payload, depth)
+        .then((result) => this.emit('intent', { tenant, from, result }))
+        .catch(() => {})
+        .finally(() => {
+          if (--this.#inflightIntents === 0) for (const done of this.#intentsDrained.splice(0)) done();
+        });
+    });
+  }
+
+  #fsFor(rec: PluginRecord): FsAccess | null {
+    const fs = rec.effective.fs;
+    if (!fs || (fs.read.length === 0 && fs.write.length === 0)) return null;
+    if (!rec.fs) {
+      const mounts: Mount[] = [
+        ...fs.read.map((e) => ({ ...parseMount(e), writable: false })),
+        ...fs.write.map((e) => ({ ...parseMount(e), writable: true })),
+      ];
+      rec.fs = new FsAccess(mounts, { maxReadBytes: rec.limits.maxOutputBytes, maxWriteBytes: rec.limits.maxInputBytes, maxListEntries: 1000 });
+    }
+    return rec.fs;
   }
 
   async #onHostCall(req: HostCallRequest): Promise<unknown> {
     const live = this.#calls.get(req.callId);
     if (!live) throw new PaddockError('PADDOCK_HOST_CALL_FAILED', 'host call for a call that is no longer running');
-    const { record } = live;
-    switch (req.fn) {
-      case 'http_request': {
-        const http = record.effective.http;
-        if (!http) {
-          this.#diagnose('capability-denied', record, 'http', 'http is not granted');
-          throw new PaddockError('PADDOCK_CAPABILITY_DENIED', 'http is not granted to this plugin');
-        }
-        try {
-          return await httpRequest(
-            req.payload as HttpRequestPayload,
-            {
-              hosts: http.hosts,
-              methods: http.methods,
-              maxResponseBytes: Math.min(http.maxResponseBytes ?? this.options.limits.maxHttpResponseBytes, this.options.limits.maxHttpResponseBytes),
-              timeoutMs: Math.min(http.timeoutMs ?? this.options.limits.httpTimeoutMs, this.options.limits.httpTimeoutMs),
-            },
-            live.deadline,
-          );
-        } catch (err) {
-          if ((err as PaddockError).code === 'PADDOCK_CAPABILITY_DENIED') this.#diagnose('capability-denied', record, 'http', (err as Error).message);
-          throw err;
-        }
-      }
-      default:
-        throw new PaddockError('PADDOCK_CAPABILITY_DENIED', `unknown host function ${String(req.fn)}`);
+    return this.#broker.handle(req, live.ctx);
+  }
+
+  #violation(tenant: string, plugin: string, kind: string, capability: string | undefined, reason: string): void {
+    this.#diagnose({ kind, tenant, plugin, capability, reason });
+    if (this.#quarantine.violation(`${tenant}/${plugin}`)) {
+      this.#diagnose({ kind: 'quarantined', tenant, plugin, capability, reason: `repeated violations (last: ${reason})` });
     }
   }
 
-  #diagnose(kind: string, record: PluginRecord, capability: string | undefined, reason: string): void {
-    this.emit('diagnostic', { kind, tenant: record.tenant, plugin: record.manifest.name, capability, reason, at: new Date().toISOString() });
+  #diagnose(d: Omit<Diagnostic, 'at'>): void {
+    const event: Diagnostic = { ...d, at: new Date().toISOString() };
+    if (event.capability === undefined) delete event.capability;
+    this.emit('diagnostic', event);
   }
 
   #assertOpen(): void {
@@ -432,14 +615,17 @@ export class Executor extends EventEmitter<ExecutorEvents> {
 
   /** Lets calls in flight finish, then stops every worker. Idempotent. */
   async close(): Promise<void> {
+    if (this.#inflightIntents > 0) await new Promise<void>((resolve) => this.#intentsDrained.push(resolve));
     this.#closing = true;
     await this.#pool.close();
+    await this.#limiter.close();
   }
 
   /** Stops every worker now; calls in flight fail. Idempotent. */
   async destroy(): Promise<void> {
     this.#closing = true;
     await this.#pool.destroy();
+    await this.#limiter.close();
   }
 }
 
@@ -473,13 +659,44 @@ export function intersectCapabilities(declared: Capabilities, granted: Capabilit
     out.intents = { emit: declared.intents.emit.filter((t) => g.includes('*') || g.includes(t)) };
   }
   if (declared.fs && granted.fs) {
-    const within = (p: string, roots: string[]) => roots.some((r) => p === r || p.startsWith(r.endsWith('/') ? r : `${r}/`));
+    const within = (entry: string, roots: string[]) => {
+      const p = parseMount(entry).host;
+      return roots.some((r) => p === r || p.startsWith(r.endsWith('/') ? r : `${r}/`));
+    };
     out.fs = {
       read: declared.fs.read.filter((p) => within(p, granted.fs!.read) || within(p, granted.fs!.write)),
       write: declared.fs.write.filter((p) => within(p, granted.fs!.write)),
     };
   }
   return out;
+}
+
+/** Outcomes that count as sandbox violations (a strike towards quarantine). Plugin-reported errors do not. */
+function isSandboxViolation(code: string, reason?: string): boolean {
+  switch (code) {
+    case 'PADDOCK_TIMEOUT':
+    case 'PADDOCK_MEMORY_LIMIT':
+    case 'PADDOCK_TRAP':
+    case 'PADDOCK_OUTPUT_TOO_LARGE':
+    case 'PADDOCK_INIT_FAILED':
+    case 'PADDOCK_WORKER_CRASHED':
+      return true;
+    case 'PADDOCK_CAPABILITY_DENIED':
+      // the worker's own budgets; refusals from the broker were counted when they happened
+      return reason === 'host-call-budget' || reason === 'host-call-bytes';
+    default:
+      return false;
+  }
+}
+
+function violationKind(code: string): string {
+  return code.replace(/^PADDOCK_/, '').toLowerCase().replace(/_/g, '-');
+}
+
+/** "HOST_DIR" or "HOST_DIR:GUEST_DIR" (the guest sees HOST_DIR at GUEST_DIR). */
+export function parseMount(entry: string): { host: string; guest: string } {
+  const i = entry.indexOf(':');
+  return i < 0 ? { host: entry, guest: entry } : { host: entry.slice(0, i), guest: entry.slice(i + 1) };
 }
 
 function minDefined(a: number | undefined, b: number | undefined): number | undefined {

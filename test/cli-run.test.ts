@@ -11,13 +11,13 @@ const bin = fileURLToPath(new URL('../bin/paddock.js', import.meta.url));
 const plugins = fileURLToPath(new URL('../build/plugins/', import.meta.url));
 const exec = promisify(execFile);
 
-async function paddock(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+async function paddock(...args: string[]): Promise<{ code: number; stdout: string; stderr: string; raw: Buffer }> {
   try {
-    const { stdout, stderr } = await exec(process.execPath, [bin, ...args], { timeout: 20_000 });
-    return { code: 0, stdout, stderr };
+    const { stdout, stderr } = await exec(process.execPath, [bin, ...args], { timeout: 20_000, encoding: 'buffer' });
+    return { code: 0, stdout: stdout.toString(), stderr: stderr.toString(), raw: stdout };
   } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+    const e = err as { code: number; stdout: Buffer; stderr: Buffer };
+    return { code: e.code, stdout: e.stdout.toString(), stderr: e.stderr.toString(), raw: e.stdout };
   }
 }
 
@@ -48,7 +48,7 @@ describe('paddock run', () => {
     const f = join(dir, 'input.bin');
     await writeFile(f, Buffer.from([0, 255, 10, 13, 0]));
     const r = await paddock('run', join(dir, 'echo.wasm'), 'echo', '--input-file', f);
-    expect(Buffer.from(r.stdout, 'latin1')).toEqual(Buffer.from([0, 255, 10, 13, 0]));
+    expect(r.raw).toEqual(Buffer.from([0, 255, 10, 13, 0]));
   });
 
   it('fails with one line "CODE: message" on stderr and a non-zero exit', async () => {

@@ -101,6 +101,8 @@ export async function runCommand(pluginPath: string, fn: string, opts: RunOption
       memoryPages: manifest.limits.memoryPages ?? 65536,
     },
     grants: { log: true, config: true, wasi: true, http: { hosts: manifest.capabilities.http?.hosts ?? [] } },
+    // One-shot: a refused host call should end the run with its code, not be absorbed by the plugin.
+    policy: { onViolation: 'fail' },
   });
   ex.on('log', (l) => err.write(`[${l.level}] ${l.message}\n`));
   try {

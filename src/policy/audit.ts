@@ -3,7 +3,7 @@
 
 import { createHash } from 'node:crypto';
 import { PaddockError } from '../errors.js';
-import { EXTISM_ENV_FUNCTIONS, EXTISM_ENV_MODULE, WASI_MODULE } from '../pool/protocol.js';
+import { EXTISM_ENV_FUNCTIONS, EXTISM_ENV_MODULE, PADDOCK_USER_FUNCTIONS, PADDOCK_USER_MODULE, WASI_MODULE } from '../pool/protocol.js';
 import type { Capabilities, Manifest } from './manifest.js';
 import { inspectWasm, type ModuleInfo } from './wasm-module.js';
 
@@ -29,6 +29,24 @@ function envCapability(name: string): keyof Capabilities | null {
   return null;
 }
 
+/** "kv.read" style capability names, as PADDOCK_USER_FUNCTIONS spells them. */
+function declares(c: Capabilities, capability: string): boolean {
+  switch (capability) {
+    case 'kv.read':
+      return Boolean(c.kv?.read);
+    case 'kv.write':
+      return Boolean(c.kv?.write);
+    case 'intents':
+      return Boolean(c.intents);
+    case 'clock':
+      return Boolean(c.clock);
+    case 'fs':
+      return Boolean(c.fs && (c.fs.read.length > 0 || c.fs.write.length > 0));
+    default:
+      return false;
+  }
+}
+
 export function auditModule(bytes: Uint8Array, manifest: Manifest, declared: Capabilities = manifest.capabilities): AuditReport {
   const digest = sha256Hex(bytes);
   if (manifest.sha256 && manifest.sha256 !== digest) {
@@ -44,6 +62,12 @@ export function auditModule(bytes: Uint8Array, manifest: Manifest, declared: Cap
       const cap = envCapability(imp.name);
       if (cap && !declared[cap]) {
         throw new PaddockError('PADDOCK_UNDECLARED_IMPORT', `import ${where} needs the "${cap}" capability, which the manifest does not declare`);
+      }
+    } else if (imp.module === PADDOCK_USER_MODULE) {
+      const fn = imp.kind === 'function' && Object.hasOwn(PADDOCK_USER_FUNCTIONS, imp.name) ? PADDOCK_USER_FUNCTIONS[imp.name as keyof typeof PADDOCK_USER_FUNCTIONS] : null;
+      if (!fn) throw new PaddockError('PADDOCK_UNDECLARED_IMPORT', `unknown Paddock host import ${where} (${imp.kind})`);
+      if (fn.capability && !declares(declared, fn.capability)) {
+        throw new PaddockError('PADDOCK_UNDECLARED_IMPORT', `import ${where} needs the "${fn.capability}" capability, which the manifest does not declare`);
       }
     } else if (imp.module === WASI_MODULE) {
       if (!declared.wasi) {

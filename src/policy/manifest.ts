@@ -48,6 +48,7 @@ export const limitsSchema = z
     maxOutputBytes: z.number().int().positive().optional(),
     maxVarBytes: z.number().int().nonnegative().optional(),
     maxHostCalls: z.number().int().nonnegative().optional(),
+    maxHostCallBytes: z.number().int().nonnegative().optional(),
     maxLogBytes: z.number().int().nonnegative().optional(),
   })
   .strict();

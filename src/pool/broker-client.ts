@@ -10,8 +10,8 @@
 // dropped rather than mistaken for the current one.
 
 import { MessageChannel, type MessagePort, parentPort, receiveMessageOnPort, threadId } from 'node:worker_threads';
-import type { HostCallReply, HostCallRequest, HostFunctionName, PluginSpec, WorkerHello } from './protocol.js';
-import { GuestFault } from './runtime/kernel-memory.js';
+import { type HostCallReply, type HostCallRequest, type HostFunctionName, type PluginSpec, VIOLATION_EXIT_CODE, type WorkerHello } from './protocol.js';
+import { GuestFault, HostRefusal } from './runtime/kernel-memory.js';
 import type { HostBridge } from './runtime/plugin-instance.js';
 
 export class BrokerClient implements HostBridge {
@@ -68,7 +68,12 @@ export class BrokerClient implements HostBridge {
         const reply = received.message as HostCallReply;
         if (reply.type === 'hostreply' && reply.seq === seq) {
           if (reply.ok) return reply.value;
-          throw new GuestFault(reply.error.code, reply.error.message, reply.error.reason ?? 'host-call');
+          const { code, message, reason = 'host-call' } = reply.error;
+          // Strict policy: the broker wants this worker gone. Exiting the thread fails only
+          // the current call (piscina sees the exit) and gets a clean replacement.
+          if (reply.action === 'kill') process.exit(VIOLATION_EXIT_CODE);
+          if (reply.action === 'fail') throw new GuestFault(code, message, reason);
+          throw new HostRefusal(code, message, reason);
         }
         received = receiveMessageOnPort(this.#port);
       }

@@ -21,9 +21,11 @@ import type {
   PluginSpec,
   RunResult,
   Task,
+  ViolationAction,
   WireError,
   WorkerHello,
 } from './protocol.js';
+import { VIOLATION_EXIT_CODE } from './protocol.js';
 
 export interface PoolOptions {
   workers: number;
@@ -38,7 +40,7 @@ export interface HostCallHandler {
   (request: HostCallRequest): Promise<unknown>;
 }
 
-export type RestartReason = 'timeout' | 'init-timeout' | 'worker-heap' | 'worker-exit';
+export type RestartReason = 'timeout' | 'init-timeout' | 'worker-heap' | 'worker-exit' | 'violation';
 
 export interface PoolEvents {
   'worker-restart': [{ reason: RestartReason; key: string }];
@@ -162,6 +164,7 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
           message: err instanceof Error ? err.message : String(err),
           reason: (err as { reason?: string }).reason ?? 'host-call',
         } as WireError,
+        action: (err as { action?: ViolationAction }).action ?? 'return',
       }),
     ).then((reply) => {
       try {
@@ -228,7 +231,11 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
         this.emit('worker-restart', { reason: 'worker-heap', key: task.key });
         return { ok: false, restart: 'worker-heap', error: { code: 'PADDOCK_MEMORY_LIMIT', message: `the worker ran out of heap (${this.options.heapMb} MB) and was replaced`, reason: 'worker-heap' } };
       }
-      if (this.#closed) return { ok: false, error: { code: 'PADDOCK_INTERNAL', message: 'the executor closed during the call' } };
+      if (this.#closed) return { ok: false, error: { code: 'PADDOCK_SHUTTING_DOWN' as WireError['code'], message: 'the executor closed during the call' } };
+      if (new RegExp(`exited with code:? ${VIOLATION_EXIT_CODE}\\b`).test(String((err as Error).message))) {
+        this.emit('worker-restart', { reason: 'violation', key: task.key });
+        return { ok: false, restart: 'violation', error: { code: 'PADDOCK_CAPABILITY_DENIED', message: 'the worker was ended after a violation (strict policy)', reason: 'violation-kill' } };
+      }
       this.emit('worker-restart', { reason: 'worker-exit', key: task.key });
       return { ok: false, restart: 'worker-exit', error: { code: 'PADDOCK_WORKER_CRASHED', message: `worker failed: ${err instanceof Error ? err.message : String(err)}`, reason: 'worker-exit' } };
     } finally {

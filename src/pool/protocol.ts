@@ -27,6 +27,12 @@ export type WorkerErrorCode =
   | 'PADDOCK_HOST_CALL_FAILED'
   | 'PADDOCK_INSTANCE_LIMIT'
   | 'PADDOCK_WORKER_CRASHED'
+  | 'PADDOCK_RATE_LIMITED'
+  | 'PADDOCK_QUOTA_EXCEEDED'
+  | 'PADDOCK_NOT_FOUND'
+  | 'PADDOCK_BAD_REQUEST'
+  | 'PADDOCK_QUARANTINED'
+  | 'PADDOCK_SHUTTING_DOWN'
   | 'PADDOCK_INTERNAL';
 
 export interface WireError {
@@ -64,6 +70,8 @@ export interface CallSpec {
   input: Uint8Array;
   maxOutputBytes: number;
   maxHostCalls: number;
+  /** Bytes in and out of host calls, summed over the call. */
+  maxHostCallBytes: number;
   maxLogBytes: number;
   /** Absolute deadline (Date.now() ms) — used only to bound host-call waits in the worker. */
   deadline: number;
@@ -116,7 +124,41 @@ export interface WorkerHello {
   flag: SharedArrayBuffer;
 }
 
-export type HostFunctionName = 'http_request';
+/** Host functions served by the main-thread broker. */
+export type HostFunctionName =
+  | 'http_request'
+  | 'kv_get'
+  | 'kv_set'
+  | 'kv_delete'
+  | 'kv_list'
+  | 'intent_emit'
+  | 'clock_now'
+  | 'fs_read'
+  | 'fs_write'
+  | 'fs_list';
+
+/**
+ * Paddock's own host functions, imported from module `extism:host/user` as `paddock_<name>`.
+ * Arguments and results are Extism kernel-memory blocks (i64 addresses). Results: a block
+ * address (0 = nothing), or -1 on a refused/failed call, whose {code, message} JSON the guest
+ * reads with paddock_last_error().
+ */
+export const PADDOCK_USER_MODULE = 'extism:host/user';
+export const PADDOCK_USER_FUNCTIONS = {
+  paddock_kv_get: { fn: 'kv_get', capability: 'kv.read' },
+  paddock_kv_list: { fn: 'kv_list', capability: 'kv.read' },
+  paddock_kv_set: { fn: 'kv_set', capability: 'kv.write' },
+  paddock_kv_delete: { fn: 'kv_delete', capability: 'kv.write' },
+  paddock_intent_emit: { fn: 'intent_emit', capability: 'intents' },
+  paddock_clock_now: { fn: 'clock_now', capability: 'clock' },
+  paddock_fs_read: { fn: 'fs_read', capability: 'fs' },
+  paddock_fs_write: { fn: 'fs_write', capability: 'fs' },
+  paddock_fs_list: { fn: 'fs_list', capability: 'fs' },
+  paddock_last_error: { fn: null, capability: null },
+} as const satisfies Record<string, { fn: HostFunctionName | null; capability: string | null }>;
+
+/** What the guest sees when the broker refuses or fails a host call, by policy. */
+export type ViolationAction = 'return' | 'fail' | 'kill';
 
 export interface HostCallRequest {
   type: 'hostcall';
@@ -129,7 +171,7 @@ export interface HostCallRequest {
 
 export type HostCallReply =
   | { type: 'hostreply'; seq: number; ok: true; value: unknown }
-  | { type: 'hostreply'; seq: number; ok: false; error: WireError };
+  | { type: 'hostreply'; seq: number; ok: false; error: WireError; action: ViolationAction };
 
 export interface HttpRequestPayload {
   url: string;
@@ -154,3 +196,6 @@ export const EXTISM_ENV_FUNCTIONS = [
 
 export const EXTISM_ENV_MODULE = 'extism:host/env';
 export const WASI_MODULE = 'wasi_snapshot_preview1';
+
+/** Exit code of a worker that ended itself because the broker ruled a violation fatal (strict mode). */
+export const VIOLATION_EXIT_CODE = 86;

@@ -15,6 +15,13 @@ export class GuestFault extends Error {
   }
 }
 
+/** A host call the broker refused or failed, to be returned to the guest as an error value. */
+export class HostRefusal extends Error {
+  constructor(readonly code: WorkerErrorCode, message: string, readonly reason: string) {
+    super(message);
+  }
+}
+
 /** Lowest valid address: 0 means "no block" in the Extism ABI. */
 const BASE = 8;
 const MAX_ADDRESS = 2 ** 48;

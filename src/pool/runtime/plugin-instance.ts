@@ -7,25 +7,27 @@
 
 import { openSync } from 'node:fs';
 import { WASI } from 'node:wasi';
-import type {
-  CallSpec,
-  HostFunctionName,
-  HttpRequestPayload,
-  HttpResponsePayload,
-  LogLevelName,
-  LogLine,
-  PluginSpec,
-  RunResult,
-  WireError,
+import {
+  EXTISM_ENV_MODULE as EXTISM_ENV,
+  PADDOCK_USER_FUNCTIONS,
+  PADDOCK_USER_MODULE,
+  WASI_MODULE,
+  type CallSpec,
+  type HostFunctionName,
+  type HttpRequestPayload,
+  type HttpResponsePayload,
+  type LogLevelName,
+  type LogLine,
+  type PluginSpec,
+  type RunResult,
+  type WireError,
 } from '../protocol.js';
-import { GuestFault, KernelMemory, toAddress } from './kernel-memory.js';
+import { GuestFault, HostRefusal, KernelMemory, toAddress } from './kernel-memory.js';
 
 export interface HostBridge {
   call(callId: number, fn: HostFunctionName, payload: unknown, deadline: number): unknown;
 }
 
-const EXTISM_ENV = 'extism:host/env';
-const WASI_MODULE = 'wasi_snapshot_preview1';
 const PAGE = 65536;
 const LEVELS: Record<Exclude<LogLevelName, 'off'>, number> = { trace: 0, debug: 1, info: 2, warn: 3, error: 4 };
 const MAX_LOG_LINE = 4096;
@@ -53,6 +55,8 @@ interface CallState {
   hostCalls: number;
   httpStatus: number;
   httpHeaders: Record<string, string> | null;
+  hostBytes: number;
+  lastError: { code: string; message: string } | null;
 }
 
 export class PluginInstance {
@@ -94,6 +98,8 @@ export class PluginInstance {
     for (const imp of WebAssembly.Module.imports(this.spec.module)) {
       if (imp.module === EXTISM_ENV && imp.kind === 'function' && Object.hasOwn(env, imp.name)) {
         (imports[EXTISM_ENV] ??= {})[imp.name] = env[imp.name];
+      } else if (imp.module === PADDOCK_USER_MODULE && imp.kind === 'function' && Object.hasOwn(PADDOCK_USER_FUNCTIONS, imp.name)) {
+        (imports[PADDOCK_USER_MODULE] ??= {})[imp.name] = this.#userFunction(imp.name as keyof typeof PADDOCK_USER_FUNCTIONS);
       } else if (imp.module === WASI_MODULE && this.spec.wasi) {
         wasi ??= new WASI({
           version: 'preview1',
@@ -141,7 +147,7 @@ export class PluginInstance {
   #beginInitState(): void {
     this.#kernel.reset();
     this.#state = {
-      spec: { callId: 0, fn: '(init)', input: new Uint8Array(0), maxOutputBytes: 0, maxHostCalls: 0, maxLogBytes: 16 * 1024, deadline: Number.MAX_SAFE_INTEGER },
+      spec: { callId: 0, fn: '(init)', input: new Uint8Array(0), maxOutputBytes: 0, maxHostCalls: 0, maxHostCallBytes: 0, maxLogBytes: 16 * 1024, deadline: Number.MAX_SAFE_INTEGER },
       inputAddr: 0,
       inputLen: 0,
       outputAddr: 0,
@@ -152,6 +158,8 @@ export class PluginInstance {
       hostCalls: 0,
       httpStatus: 0,
       httpHeaders: null,
+      hostBytes: 0,
+      lastError: null,
     };
   }
 
@@ -189,6 +197,8 @@ export class PluginInstance {
       hostCalls: 0,
       httpStatus: 0,
       httpHeaders: null,
+      hostBytes: 0,
+      lastError: null,
     };
     this.#state = state;
     try {
@@ -206,6 +216,14 @@ export class PluginInstance {
       return { type: 'ok', output, logs: state.logs, stats: stats() };
     } catch (err) {
       const error = this.#classify(err);
+      // AssemblyScript (and other PDKs) set an error message right before trapping on abort.
+      if (state.errorAddr !== 0 && error.code === 'PADDOCK_TRAP') {
+        try {
+          error.message += ` (plugin error: ${decoder.decode(this.#kernel.block(state.errorAddr).subarray(0, MAX_ERROR_MESSAGE))})`;
+        } catch {
+          // the block is gone or invalid: the trap alone is the story
+        }
+      }
       // Output/log caps are enforced before any guest state is corrupted, but a GuestFault
       // unwinds through guest frames all the same: never reuse an instance that was unwound.
       this.poisoned = true;
@@ -267,13 +285,58 @@ export class PluginInstance {
     s.logs.push({ level, message: decoder.decode(slice) });
   }
 
-  #hostCall(fn: HostFunctionName, payload: unknown): unknown {
+  /** Sends a host call to the broker, enforcing the per-call count and byte budgets. */
+  #hostCall(fn: HostFunctionName, payload: unknown, bytesIn: number): unknown {
     const s = this.#cur();
     if (++s.hostCalls > s.spec.maxHostCalls) {
       throw new GuestFault('PADDOCK_CAPABILITY_DENIED', `more than ${s.spec.maxHostCalls} host calls in one call`, 'host-call-budget');
     }
+    this.#spendHostBytes(s, bytesIn);
     if (!this.#bridge) throw new GuestFault('PADDOCK_CAPABILITY_DENIED', `${fn} is not available here`, 'no-broker');
     return this.#bridge.call(s.spec.callId, fn, payload, s.spec.deadline);
+  }
+
+  #spendHostBytes(s: CallState, n: number): void {
+    s.hostBytes += n;
+    if (s.hostBytes > s.spec.maxHostCallBytes) {
+      throw new GuestFault('PADDOCK_CAPABILITY_DENIED', `more than ${s.spec.maxHostCallBytes} bytes through host calls in one call`, 'host-call-bytes');
+    }
+  }
+
+  /** A Paddock host function: block-address arguments in, block address (or -1 + last error) out. */
+  #userFunction(name: keyof typeof PADDOCK_USER_FUNCTIONS): (...args: bigint[]) => bigint {
+    const k = this.#kernel;
+    if (name === 'paddock_last_error') {
+      return () => {
+        const err = this.#cur().lastError;
+        return err ? BigInt(k.store(encoder.encode(JSON.stringify(err)))) : 0n;
+      };
+    }
+    const fn = PADDOCK_USER_FUNCTIONS[name].fn;
+    return (...args: bigint[]) => {
+      const s = this.#cur();
+      s.lastError = null;
+      // Arguments are copied out of kernel memory here; the broker never sees guest addresses.
+      const blocks = args.map((a) => {
+        const addr = toAddress(a);
+        return addr === 0 ? null : k.block(addr).slice();
+      });
+      const bytesIn = blocks.reduce((n, b) => n + (b?.byteLength ?? 0), 0);
+      try {
+        const value = this.#hostCall(fn, blocks, bytesIn);
+        if (value === null || value === undefined) return 0n;
+        if (typeof value === 'number') return BigInt(value);
+        const bytes = value instanceof Uint8Array ? value : encoder.encode(JSON.stringify(value));
+        this.#spendHostBytes(s, bytes.byteLength);
+        return BigInt(k.store(bytes));
+      } catch (err) {
+        if (err instanceof HostRefusal) {
+          s.lastError = { code: err.code, message: err.message };
+          return -1n;
+        }
+        throw err;
+      }
+    };
   }
 
   #env(): Record<string, (...args: never[]) => unknown> {
@@ -369,7 +432,19 @@ export class PluginInstance {
         const b = toAddress(bodyAddr);
         const body = b === 0 || method === 'GET' || method === 'HEAD' ? null : k.block(b).slice();
         const payload: HttpRequestPayload = { url: req.url, method, headers, body };
-        const res = this.#hostCall('http_request', payload) as HttpResponsePayload;
+        let res: HttpResponsePayload;
+        try {
+          res = this.#hostCall('http_request', payload, (body?.byteLength ?? 0) + req.url.length) as HttpResponsePayload;
+        } catch (err) {
+          // Extism's ABI has no error channel for http_request: a refused request reads as
+          // status 0 with no body, and the reason is in paddock_last_error.
+          if (!(err instanceof HostRefusal)) throw err;
+          s.lastError = { code: err.code, message: err.message };
+          s.httpStatus = 0;
+          s.httpHeaders = null;
+          return 0n;
+        }
+        this.#spendHostBytes(s, res.body.byteLength);
         s.httpStatus = res.status;
         s.httpHeaders = res.headers;
         return BigInt(k.store(res.body));

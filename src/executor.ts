@@ -2,10 +2,12 @@
 // the plugin registry per tenant, routes calls to the worker pool and answers host calls.
 
 import { EventEmitter } from 'node:events';
+import { isIP } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { z } from 'zod';
 import { PaddockError, toPaddockError, type ErrorCode } from './errors.js';
 import { Broker, type CallContext, type ViolationPolicy } from './hostfns/broker.js';
+import { addressGranted } from './hostfns/egress.js';
 import { FsAccess, type Mount } from './hostfns/fs.js';
 import { auditModule } from './policy/audit.js';
 import { BottleneckLimiter, type RateLimiter, TokenBucketLimiter } from './policy/limiter.js';
@@ -640,10 +642,7 @@ export function intersectCapabilities(declared: Capabilities, granted: Capabilit
     out.kv = { read: declared.kv.read && granted.kv.read, write: declared.kv.write && granted.kv.write };
   }
   if (declared.http && granted.http) {
-    // A host must match both lists: we keep the declared patterns and check the grant's at call time by
-    // intersecting here only the patterns the grant covers verbatim or by wildcard.
-    const grantedHosts = granted.http.hosts;
-    const hosts = declared.http.hosts.filter((h) => grantedHosts.some((g) => g === '*' || g === h || (g.startsWith('*.') && h.endsWith(g.slice(1)))));
+    const hosts = intersectHosts(declared.http.hosts, granted.http.hosts);
     const methods = declared.http.methods && granted.http.methods
       ? declared.http.methods.filter((m) => granted.http!.methods!.includes(m))
       : (declared.http.methods ?? granted.http.methods);
@@ -669,6 +668,26 @@ export function intersectCapabilities(declared: Capabilities, granted: Capabilit
     };
   }
   return out;
+}
+
+/** Whether allowlist pattern `p` admits everything pattern `q` admits. */
+function covers(p: string, q: string): boolean {
+  if (p === '*' || p === q) return true;
+  if (p.startsWith('*.') && q.endsWith(p.slice(1))) return true;
+  const ip = q.replace(/^\[|\](:\d+)?$/g, '').replace(/^(\d+\.\d+\.\d+\.\d+):\d+$/, '$1');
+  return isIP(ip) !== 0 && addressGranted(ip, [p]);
+}
+
+/** Hosts a plugin may reach: those its manifest asks for that the grant covers, or the narrower grant entries inside what it asks for. */
+export function intersectHosts(declared: string[], granted: string[]): string[] {
+  const out = new Set<string>();
+  for (const d of declared) {
+    for (const g of granted) {
+      if (covers(g, d)) out.add(d);
+      else if (covers(d, g)) out.add(g);
+    }
+  }
+  return [...out];
 }
 
 /** Outcomes that count as sandbox violations (a strike towards quarantine). Plugin-reported errors do not. */

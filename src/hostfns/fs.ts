@@ -39,7 +39,13 @@ function fail(code: ErrorCode, message: string, reason?: string): PaddockError {
 }
 const deny = (reason: string, message: string) => fail('PADDOCK_CAPABILITY_DENIED', message, reason);
 const escape = (guest: string) => deny('fs-escape', `fs: ${guest} leads outside its mount`);
+// Devices/FIFOs/sockets are a policy refusal; a directory where a file was expected is just a bad request.
 const notRegular = (guest: string) => deny('fs-not-regular', `fs: ${guest} is not a regular file`);
+const isDir = (guest: string) => fail('PADDOCK_BAD_REQUEST', `fs: ${guest} is a directory`, 'fs-is-directory');
+const checkRegular = (st: Stats, guest: string) => {
+  if (st.isDirectory()) throw isDir(guest);
+  if (!st.isFile()) throw notRegular(guest);
+};
 
 /** Map a host errno to a guest-speaking error; the original message (with host paths) is dropped. */
 function fromErrno(err: unknown, guest: string, op: string): PaddockError {
@@ -52,8 +58,9 @@ function fromErrno(err: unknown, guest: string, op: string): PaddockError {
     case 'ELOOP': // O_NOFOLLOW hit a symlink that was not there when we resolved the path: a race
       return escape(guest);
     case 'ENXIO': // FIFO opened for writing with no reader, or a socket
-    case 'EISDIR':
       return notRegular(guest);
+    case 'EISDIR':
+      return isDir(guest);
     default:
       return fail('PADDOCK_HOST_CALL_FAILED', `fs: ${op} ${guest} failed${typeof code === 'string' ? ` (${code})` : ''}`);
   }
@@ -94,12 +101,12 @@ export class FsAccess {
     const root = await this.realRoot(loc);
     const { hostPath, stat: pre } = await this.resolveInside(root, loc, false);
     // Refuse devices/FIFOs before open(): opening some devices has side effects.
-    if (!pre!.isFile()) throw notRegular(loc.guest);
+    checkRegular(pre!, loc.guest);
     const fh = await open(hostPath, O_READ).catch((e) => { throw fromErrno(e, loc.guest, 'read'); });
     try {
       const st = await fh.stat();
       await verifyFd(fh, st, root, hostPath, loc.guest);
-      if (!st.isFile()) throw notRegular(loc.guest);
+      checkRegular(st, loc.guest);
       const max = this.limits.maxReadBytes;
       if (st.size > max) throw tooLarge(loc.guest, max);
       return await readCapped(fh, st.size, max, loc.guest);
@@ -117,7 +124,8 @@ export class FsAccess {
     if (data.byteLength > this.limits.maxWriteBytes) throw tooLarge(loc.guest, this.limits.maxWriteBytes);
     const root = await this.realRoot(loc);
     const { hostPath, stat: pre } = await this.resolveInside(root, loc, true);
-    if (hostPath === root || (pre && !pre.isFile())) throw notRegular(loc.guest);
+    if (hostPath === root) throw isDir(loc.guest);
+    if (pre) checkRegular(pre, loc.guest);
     // The parent must really be inside the mount right now; the fd check below covers races.
     try {
       if (!isInside(root, await realpath(path.dirname(hostPath)))) throw escape(loc.guest);
@@ -143,7 +151,7 @@ export class FsAccess {
         if (created) await unlinkIfSame(fh, st, hostPath);
         throw e;
       }
-      if (!st.isFile()) throw notRegular(loc.guest);
+      checkRegular(st, loc.guest);
       await fh.truncate(0);
       let off = 0;
       while (off < data.byteLength) {

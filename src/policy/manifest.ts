@@ -1,5 +1,6 @@
 // The plugin manifest: validated once, at the edge, with messages that name the field.
 
+import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { PaddockError } from '../errors.js';
 
@@ -9,7 +10,10 @@ const hostPattern = z
   .string()
   .min(1)
   .max(253)
-  .regex(/^(\*\.)?[A-Za-z0-9.-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$|^\*$/, 'a host name, "*.example.com", an IP address, or "*"');
+  .regex(
+    /^\*$|^(\*\.)?[A-Za-z0-9.-]+(\/\d{1,3})?(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](\/\d{1,3})?(:\d{1,5})?$|^[0-9A-Fa-f:.]+\/\d{1,3}$/,
+    'a host name, "*.example.com", an IP address or CIDR range (optionally with :port), or "*"',
+  );
 const topicPattern = z.string().min(1).max(200).regex(/^[A-Za-z0-9_.*>-]+$/, 'a topic or topic pattern (letters, digits, _ - . and * wildcards)');
 const guestPath = z.string().min(1).max(1024);
 
@@ -99,4 +103,16 @@ export function parseManifest(input: unknown): Manifest {
     }
   }
   return m;
+}
+
+/** Parses manifest text, JSON or YAML (JSON is tried first: every JSON document is also YAML). */
+export function parseManifestText(text: string): Manifest {
+  let data: unknown;
+  const trimmed = text.trimStart();
+  try {
+    data = trimmed.startsWith('{') ? JSON.parse(text) : parseYaml(text, { maxAliasCount: 100 });
+  } catch (err) {
+    throw new PaddockError('PADDOCK_INVALID_MANIFEST', `manifest is neither valid JSON nor YAML: ${(err as Error).message.split('\n')[0]}`);
+  }
+  return parseManifest(data);
 }

@@ -70,6 +70,7 @@ export class PluginInstance {
   #state: CallState | null = null;
   #bridge: HostBridge | null;
   #logThreshold: number;
+  #initLogs: LogLine[] = [];
   /** Set after a trap or any fault that may have left guest state inconsistent. */
   poisoned = false;
 
@@ -140,6 +141,8 @@ export class PluginInstance {
       const wire = this.#classify(err);
       throw new GuestFault('PADDOCK_INIT_FAILED', `plugin initialisation failed: ${wire.message}`, wire.reason ?? 'init');
     } finally {
+      // Logs written during initialisation are reported with the first call.
+      this.#initLogs = this.#state?.logs ?? [];
       this.#state = null;
     }
   }
@@ -192,7 +195,7 @@ export class PluginInstance {
       outputAddr: 0,
       outputLen: 0,
       errorAddr: 0,
-      logs: [],
+      logs: this.#initLogs,
       logBytes: 0,
       hostCalls: 0,
       httpStatus: 0,
@@ -200,6 +203,7 @@ export class PluginInstance {
       hostBytes: 0,
       lastError: null,
     };
+    this.#initLogs = [];
     this.#state = state;
     try {
       state.inputAddr = this.#kernel.store(call.input);

@@ -158,6 +158,12 @@ export interface ExecutorEvents {
   'worker-created': [{ threadId: number; warmed: number }];
   /** An intent emitted by a plugin was processed (after the emitting call succeeded). */
   intent: [{ tenant: string; from: string; result: IntentResult }];
+  /** Every intent processed (from the API or from a plugin), with how many deliveries failed. */
+  'intent-processed': [{ tenant: string; topic: string; deliveries: number; failed: number }];
+  /** A host call answered by the broker (outcome: 'ok' or an error code). */
+  'host-call': [{ tenant: string; plugin: string; fn: string; outcome: string; durationMs: number }];
+  /** A module was compiled at install (cached: false) or found in the compile cache (cached: true). */
+  compile: [{ digest: string; cached: boolean }];
 }
 
 interface PluginRecord {
@@ -177,6 +183,14 @@ interface PluginRecord {
   limits: { timeoutMs: number; maxInputBytes: number; maxOutputBytes: number; maxHostCalls: number; maxHostCallBytes: number; maxLogBytes: number };
 }
 
+interface TenantEntry {
+  grants: Capabilities;
+  kvBytes: number;
+  maxTimeoutMs: number;
+  maxMemoryPages: number;
+  plugins: Map<string, PluginRecord>;
+}
+
 interface LiveCall {
   record: PluginRecord;
   ctx: CallContext;
@@ -186,13 +200,13 @@ interface LiveCall {
 
 export interface TenantConfig {
   grants?: z.input<typeof capabilitiesSchema>;
-  quotas?: { kvBytes?: number };
+  quotas?: { kvBytes?: number; maxTimeoutMs?: number; maxMemoryPages?: number };
 }
 
 export class Executor extends EventEmitter<ExecutorEvents> {
   readonly options: Readonly<ResolvedOptions>;
   #pool: WorkerPool;
-  #tenants = new Map<string, { grants: Capabilities; kvBytes: number; plugins: Map<string, PluginRecord> }>();
+  #tenants = new Map<string, TenantEntry>();
   #broker: Broker;
   #quarantine: Quarantine;
   #limiter: RateLimiter;
@@ -246,7 +260,13 @@ export class Executor extends EventEmitter<ExecutorEvents> {
         this.#violation(ctx.tenant, ctx.plugin, 'capability-denied', capability, reason);
       },
     });
-    this.#tenants.set('default', { grants: this.options.grants, kvBytes: pol.kvBytes, plugins: new Map() });
+    this.#tenants.set('default', {
+      grants: this.options.grants,
+      kvBytes: pol.kvBytes,
+      maxTimeoutMs: this.options.limits.timeoutMs,
+      maxMemoryPages: this.options.limits.memoryPages,
+      plugins: new Map(),
+    });
   }
 
   /** Threads currently alive in the pool (for health checks and tests). */
@@ -264,15 +284,17 @@ export class Executor extends EventEmitter<ExecutorEvents> {
   setTenant(name: string, opts: TenantConfig = {}): void {
     const grants = capabilitiesSchema.safeParse(opts.grants ?? { log: true });
     if (!grants.success) throw new PaddockError('PADDOCK_BAD_REQUEST', `invalid grants: ${formatZodError(grants.error, 'grants')}`);
-    const kvBytes = opts.quotas?.kvBytes ?? this.options.policy.kvBytes;
+    const q = opts.quotas ?? {};
+    const kvBytes = q.kvBytes ?? this.options.policy.kvBytes;
+    const maxTimeoutMs = Math.min(q.maxTimeoutMs ?? Infinity, this.options.limits.timeoutMs);
+    const maxMemoryPages = Math.min(q.maxMemoryPages ?? Infinity, this.options.limits.memoryPages);
     const existing = this.#tenants.get(name);
     if (existing) {
-      existing.grants = grants.data;
-      existing.kvBytes = kvBytes;
+      Object.assign(existing, { grants: grants.data, kvBytes, maxTimeoutMs, maxMemoryPages });
       // Grants changed: recompute every installed plugin's effective rights.
       for (const rec of existing.plugins.values()) rec.effective = intersectCapabilities(rec.manifest.capabilities, grants.data);
     } else {
-      this.#tenants.set(name, { grants: grants.data, kvBytes, plugins: new Map() });
+      this.#tenants.set(name, { grants: grants.data, kvBytes, maxTimeoutMs, maxMemoryPages, plugins: new Map() });
     }
   }
 
@@ -304,9 +326,10 @@ export class Executor extends EventEmitter<ExecutorEvents> {
     const manifest = parseManifest(manifestInput);
     const effective = intersectCapabilities(manifest.capabilities, tenant.grants);
     const report = auditModule(bytes, manifest);
-    const memoryPages = Math.min(manifest.limits.memoryPages ?? limits.memoryPages, limits.memoryPages);
+    const memoryPages = Math.min(manifest.limits.memoryPages ?? tenant.maxMemoryPages, tenant.maxMemoryPages);
     const moduleKey = `${report.digest}#p${memoryPages}`;
     let module = this.#modules.get(moduleKey);
+    this.emit('compile', { digest: report.digest, cached: module !== undefined });
     if (!module) {
       const capped = capWasmLimits(bytes, { maxMemoryPages: memoryPages, maxTableElements: limits.maxTableElements });
       try {
@@ -347,7 +370,7 @@ export class Executor extends EventEmitter<ExecutorEvents> {
       effective,
       fs: null,
       limits: {
-        timeoutMs: Math.min(manifest.limits.timeoutMs ?? limits.timeoutMs, limits.timeoutMs),
+        timeoutMs: Math.min(manifest.limits.timeoutMs ?? tenant.maxTimeoutMs, tenant.maxTimeoutMs),
         maxInputBytes,
         maxOutputBytes,
         maxHostCalls: Math.min(manifest.limits.maxHostCalls ?? limits.maxHostCalls, limits.maxHostCalls),
@@ -411,6 +434,15 @@ export class Executor extends EventEmitter<ExecutorEvents> {
       quarantine: this.#quarantine.status(`${r.tenant}/${r.manifest.name}`),
       effective: r.effective,
     };
+  }
+
+  /** Durable part of a plugin's quarantine (null when closed), for a store to keep across restarts. */
+  quarantineSnapshot(name: string, opts: InstallOptions = {}): { state: string; openedAt: number } | null {
+    return this.#quarantine.snapshot(`${opts.tenant ?? 'default'}/${name}`);
+  }
+
+  restoreQuarantine(name: string, snap: { state: string; openedAt: number }, opts: InstallOptions = {}): void {
+    this.#quarantine.restore(`${opts.tenant ?? 'default'}/${name}`, snap as { state: 'open'; openedAt: number });
   }
 
   /** Operator override: lift a plugin's quarantine now. */
@@ -563,6 +595,7 @@ export class Executor extends EventEmitter<ExecutorEvents> {
         deliveries.push({ plugin: name, function: fn, ok: false, code: e.code, message: e.message });
       }
     }
+    this.emit('intent-processed', { tenant, topic, deliveries: deliveries.length, failed: deliveries.filter((d) => !d.ok).length });
     return { topic, deliveries };
   }
 
@@ -595,7 +628,16 @@ export class Executor extends EventEmitter<ExecutorEvents> {
   async #onHostCall(req: HostCallRequest): Promise<unknown> {
     const live = this.#calls.get(req.callId);
     if (!live) throw new PaddockError('PADDOCK_HOST_CALL_FAILED', 'host call for a call that is no longer running');
-    return this.#broker.handle(req, live.ctx);
+    const t0 = performance.now();
+    try {
+      const value = await this.#broker.handle(req, live.ctx);
+      this.emit('host-call', { tenant: live.ctx.tenant, plugin: live.ctx.plugin, fn: req.fn, outcome: 'ok', durationMs: performance.now() - t0 });
+      return value;
+    } catch (err) {
+      const code = (err as { code?: string }).code ?? 'PADDOCK_INTERNAL';
+      this.emit('host-call', { tenant: live.ctx.tenant, plugin: live.ctx.plugin, fn: req.fn, outcome: code, durationMs: performance.now() - t0 });
+      throw err;
+    }
   }
 
   #violation(tenant: string, plugin: string, kind: string, capability: string | undefined, reason: string): void {
@@ -654,8 +696,15 @@ export function intersectCapabilities(declared: Capabilities, granted: Capabilit
     };
   }
   if (declared.intents && granted.intents) {
-    const g = granted.intents.emit;
-    out.intents = { emit: declared.intents.emit.filter((t) => g.includes('*') || g.includes(t)) };
+    // Pattern ∩ pattern: keep what the grant covers, or the narrower grant entry inside what is asked.
+    const emit = new Set<string>();
+    for (const d of declared.intents.emit) {
+      for (const g of granted.intents.emit) {
+        if (topicMatches(g, d)) emit.add(d);
+        else if (topicMatches(d, g)) emit.add(g);
+      }
+    }
+    out.intents = { emit: [...emit] };
   }
   if (declared.fs && granted.fs) {
     const within = (entry: string, roots: string[]) => {

@@ -109,6 +109,17 @@ export class Quarantine {
     this.#entries.delete(key);
   }
 
+  /** The persistent part of an open breaker (for a durable store), or null when closed. */
+  snapshot(key: string): { state: BreakerState; openedAt: number } | null {
+    const e = this.#entries.get(key);
+    return e && e.state !== 'closed' ? { state: e.state, openedAt: e.openedAt } : null;
+  }
+
+  restore(key: string, snap: { state: BreakerState; openedAt: number }): void {
+    // A probe that was in flight when the process died is over: resume as open.
+    this.#entries.set(key, { times: [], state: 'open', openedAt: snap.openedAt, probing: false });
+  }
+
   forget(key: string): void {
     this.#entries.delete(key);
   }

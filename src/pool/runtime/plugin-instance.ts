@@ -435,6 +435,7 @@ export class PluginInstance {
         }
         const b = toAddress(bodyAddr);
         const body = b === 0 || method === 'GET' || method === 'HEAD' ? null : k.block(b).slice();
+        s.lastError = null;
         const payload: HttpRequestPayload = { url: req.url, method, headers, body };
         let res: HttpResponsePayload;
         try {

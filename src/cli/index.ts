@@ -38,6 +38,28 @@ export function buildProgram(): Command {
       await runCommand(plugin, fn, opts, process.stdout, process.stderr);
     });
 
+  program
+    .command('serve')
+    .description('run the multi-tenant HTTP service (data in --data-dir; admin token from PADDOCK_ADMIN_TOKEN or <data-dir>/admin-token)')
+    .option('--port <n>', 'port to listen on', (v) => Number(v))
+    .option('--host <host>', 'address to listen on')
+    .option('--data-dir <dir>', 'where the database lives')
+    .option('--config <file>', 'configuration file (JSON or YAML)')
+    .action(async (opts: { port?: number; host?: string; dataDir?: string; config?: string }) => {
+      const { loadConfigFile } = await import('../server/config.js');
+      const { startServer } = await import('../server/index.js');
+      const file = opts.config ? await loadConfigFile(opts.config) : {};
+      await startServer(
+        {
+          ...file,
+          ...(opts.port !== undefined ? { port: opts.port } : {}),
+          ...(opts.host !== undefined ? { host: opts.host } : {}),
+          ...(opts.dataDir !== undefined ? { dataDir: opts.dataDir } : {}),
+        },
+        { handleSignals: true },
+      );
+    });
+
   return program;
 }
 

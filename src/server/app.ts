@@ -107,6 +107,12 @@ export async function buildApp(service: Service, log: Logger, metrics: Metrics |
     req.principal = principal;
   });
 
+  // While draining, answers close their connection: keep-alive sockets must not hold the
+  // shutdown open until their idle timeout.
+  app.addHook('onSend', async (_req, reply) => {
+    if (!service.ready && service.closing) reply.header('connection', 'close');
+  });
+
   app.get('/healthz', async () => ({ status: 'ok' }));
   app.get('/readyz', async (_req, reply) => {
     if (!service.ready) return reply.code(503).send({ status: 'not ready' });

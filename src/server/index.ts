@@ -21,6 +21,7 @@ export async function startServer(input: ServerConfigInput, opts: { log?: Logger
   const log = opts.log ?? pino({ level: config.logLevel, base: { service: 'paddock' } });
   const { service, adminToken, adminTokenFile, newKeys } = await Service.start(config, log);
   const metrics = new Metrics(service.executor, service.scheduler);
+  service.onAdmissionRefused = metrics.countAdmission;
   const app = await buildApp(service, log, metrics);
   const address = await app.listen({ port: config.port, host: config.host });
   log.info({ url: address, dataDir: config.dataDir }, 'paddock listening');
@@ -31,7 +32,11 @@ export async function startServer(input: ServerConfigInput, opts: { log?: Logger
   const close = () => {
     closing ??= (async () => {
       log.info('shutting down: draining calls in flight');
-      await app.close();
+      service.beginShutdown();
+      const closed = app.close();
+      // Connections that were busy when close() began go idle after their last answer.
+      const sweep = setInterval(() => app.server.closeIdleConnections(), 50);
+      await closed.finally(() => clearInterval(sweep));
       await service.close();
       log.info('stopped');
     })();

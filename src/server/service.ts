@@ -57,6 +57,7 @@ export class Service {
   #log: Logger;
   #idempotency = new Map<string, { at: number; result: unknown }>();
   #closing = false;
+  #closed = false;
 
   private constructor(config: ServerConfig, store: SqliteStore, executor: Executor, adminToken: string, log: Logger) {
     this.config = config;
@@ -262,11 +263,22 @@ export class Service {
     await this.executor.uninstall(name, { tenant });
   }
 
+  /** Told about calls refused at admission (429s), which never reach the executor. */
+  onAdmissionRefused: (tenant: string, code: string) => void = () => {};
+
   call(tenant: string, plugin: string, fn: string, input: Uint8Array): Promise<Uint8Array> {
     this.#assertOpen();
     // Cheap refusals (unknown plugin or function) must not spend the tenant's rate.
     this.executor.get(plugin, { tenant });
-    return this.scheduler.run(tenant, () => this.executor.call(plugin, fn, input, { tenant }));
+    return this.#admit(tenant, () => this.executor.call(plugin, fn, input, { tenant }));
+  }
+
+  #admit<T>(tenant: string, work: () => Promise<T>): Promise<T> {
+    return this.scheduler.run(tenant, work).catch((err: unknown) => {
+      const code = (err as { code?: string }).code;
+      if (code === 'PADDOCK_RATE_LIMITED' || code === 'PADDOCK_QUEUE_FULL') this.onAdmissionRefused(tenant, code);
+      throw err;
+    });
   }
 
   async intents(tenant: string, items: IntentInput[]): Promise<Array<{ topic: string; idempotencyKey?: string; duplicate?: boolean; result?: IntentResult; error?: { code: string; message: string } }>> {
@@ -283,7 +295,7 @@ export class Service {
       }
       const payload = typeof item.payload === 'string' ? new TextEncoder().encode(item.payload) : new TextEncoder().encode(JSON.stringify(item.payload ?? null));
       try {
-        const result = await this.scheduler.run(tenant, () => this.executor.emitIntent(item.topic, payload, { tenant }));
+        const result = await this.#admit(tenant, () => this.executor.emitIntent(item.topic, payload, { tenant }));
         if (key) {
           if (this.#idempotency.size >= 100_000) this.#idempotency.delete(this.#idempotency.keys().next().value as string);
           this.#idempotency.set(key, { at: now, result: { result } });
@@ -310,6 +322,15 @@ export class Service {
     return value;
   }
 
+  get closing(): boolean {
+    return this.#closing;
+  }
+
+  /** Stop taking new work (answers 503 from here on); calls already admitted go on. */
+  beginShutdown(): void {
+    this.#closing = true;
+  }
+
   get ready(): boolean {
     return !this.#closing && this.executor.workerThreadIds.length > 0;
   }
@@ -320,7 +341,8 @@ export class Service {
 
   /** Drains calls in flight, stops the workers, flushes the store. */
   async close(): Promise<void> {
-    if (this.#closing) return;
+    if (this.#closed) return;
+    this.#closed = true;
     this.#closing = true;
     await this.scheduler.drain();
     await this.executor.close();

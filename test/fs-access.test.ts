@@ -164,6 +164,8 @@ describe('FsAccess: symlinks', () => {
       }`, { link, outside: path.join(secret, 'secret.txt') });
     const seen = { inside: 0, denied: 0 };
     try {
+      // On a loaded machine the flipper thread may start late: race only once it is flipping.
+      while (flips() === 0) await new Promise((r) => setTimeout(r, 1));
       for (let i = 0; i < 200; i++) {
         const r = await attempt(fsa.read('/data/flip'));
         if (r.ok) {
@@ -195,6 +197,7 @@ describe('FsAccess: symlinks', () => {
       }`, { dir: d, outside: secret });
     const seen = { inside: 0, denied: 0, missing: 0 };
     try {
+      while (flips() === 0) await new Promise((r) => setTimeout(r, 1));
       for (let i = 0; i < 200; i++) {
         const r = await attempt(fsa.read('/data/race-dir/file.txt'));
         if (r.ok) {
@@ -230,6 +233,7 @@ describe('FsAccess: symlinks', () => {
       }`, { dir: d, outside: out });
     const seen = { ok: 0, denied: 0, missing: 0 };
     try {
+      while (flips() === 0) await new Promise((r) => setTimeout(r, 1));
       for (let i = 0; i < 200; i++) {
         const name = `/out/wrace/f${i % 10}.txt`;
         const r = await fsa.write(name, Buffer.from(INSIDE)).then(

@@ -2,6 +2,7 @@
 
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { toPaddockError } from '../errors.js';
+import { registerClientCommands } from './client.js';
 import { runCommand } from './run.js';
 
 function positiveInt(value: string): number {
@@ -43,9 +44,10 @@ export function buildProgram(): Command {
     .description('run the multi-tenant HTTP service (data in --data-dir; admin token from PADDOCK_ADMIN_TOKEN or <data-dir>/admin-token)')
     .option('--port <n>', 'port to listen on', (v) => Number(v))
     .option('--host <host>', 'address to listen on')
-    .option('--data-dir <dir>', 'where the database lives')
     .option('--config <file>', 'configuration file (JSON or YAML)')
-    .action(async (opts: { port?: number; host?: string; dataDir?: string; config?: string }) => {
+    .action(async (_opts: unknown, cmd: Command) => {
+      const opts = cmd.optsWithGlobals() as { port?: number; host?: string; dataDir?: string; config?: string };
+      const dataDirGiven = cmd.getOptionValueSourceWithGlobals('dataDir') === 'cli';
       const { loadConfigFile } = await import('../server/config.js');
       const { startServer } = await import('../server/index.js');
       const file = opts.config ? await loadConfigFile(opts.config) : {};
@@ -54,12 +56,13 @@ export function buildProgram(): Command {
           ...file,
           ...(opts.port !== undefined ? { port: opts.port } : {}),
           ...(opts.host !== undefined ? { host: opts.host } : {}),
-          ...(opts.dataDir !== undefined ? { dataDir: opts.dataDir } : {}),
+          ...(dataDirGiven ? { dataDir: opts.dataDir } : {}),
         },
         { handleSignals: true },
       );
     });
 
+  registerClientCommands(program);
   return program;
 }
 

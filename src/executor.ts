@@ -4,6 +4,7 @@
 import { EventEmitter } from 'node:events';
 import { isIP } from 'node:net';
 import { availableParallelism } from 'node:os';
+import { context, type Span, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
 import { z } from 'zod';
 import { PaddockError, toPaddockError, type ErrorCode } from './errors.js';
 import { Broker, type CallContext, type ViolationPolicy } from './hostfns/broker.js';
@@ -20,6 +21,7 @@ import { type CallOutcome, WorkerPool, type RestartReason } from './pool/pool.js
 import type { CallStats, HostCallRequest, LogLine, PluginSpec } from './pool/protocol.js';
 
 const MiB = 1024 * 1024;
+const tracer = trace.getTracer('paddock');
 
 export const executorOptionsSchema = z
   .object({
@@ -130,6 +132,7 @@ export interface IntentResult {
 }
 
 export interface CallEvent {
+  callId: number;
   tenant: string;
   plugin: string;
   fn: string;
@@ -151,7 +154,7 @@ export interface Diagnostic {
 
 export interface ExecutorEvents {
   call: [CallEvent];
-  log: [{ tenant: string; plugin: string; fn: string } & LogLine];
+  log: [{ callId: number; tenant: string; plugin: string; fn: string } & LogLine];
   diagnostic: [Diagnostic];
   'worker-restart': [{ reason: RestartReason; tenant: string; plugin: string }];
   /** A worker joined the pool, with `warmed` hot plugins handed to it to pre-instantiate. */
@@ -161,7 +164,7 @@ export interface ExecutorEvents {
   /** Every intent processed (from the API or from a plugin), with how many deliveries failed. */
   'intent-processed': [{ tenant: string; topic: string; deliveries: number; failed: number }];
   /** A host call answered by the broker (outcome: 'ok' or an error code). */
-  'host-call': [{ tenant: string; plugin: string; fn: string; outcome: string; durationMs: number }];
+  'host-call': [{ callId: number; tenant: string; plugin: string; fn: string; outcome: string; durationMs: number }];
   /** A module was compiled at install (cached: false) or found in the compile cache (cached: true). */
   compile: [{ digest: string; cached: boolean }];
 }
@@ -196,6 +199,7 @@ interface LiveCall {
   ctx: CallContext;
   /** A host-call refusal was already counted as a violation for this call. */
   violated: boolean;
+  span: Span;
 }
 
 export interface TenantConfig {
@@ -471,13 +475,35 @@ export class Executor extends EventEmitter<ExecutorEvents> {
   }
 
   async #call(plugin: string, fn: string, input: Uint8Array | string, opts: CallOptions, depth: number): Promise<Uint8Array> {
+    const callId = this.#nextCallId++;
+    const tenant = opts.tenant ?? 'default';
+    // A no-op unless the application registered an OpenTelemetry SDK.
+    const span = tracer.startSpan(`paddock.call ${plugin}.${fn}`, {
+      kind: SpanKind.INTERNAL,
+      attributes: { 'paddock.tenant': tenant, 'paddock.plugin': plugin, 'paddock.function': fn, 'paddock.call_id': callId, 'paddock.depth': depth },
+    });
+    try {
+      const out = await this.#callInner(plugin, fn, input, opts, depth, callId, span);
+      span.setAttribute('paddock.outcome', 'ok');
+      return out;
+    } catch (err) {
+      const code = (err as { code?: string }).code ?? 'PADDOCK_INTERNAL';
+      span.setAttribute('paddock.outcome', code);
+      span.setStatus({ code: SpanStatusCode.ERROR, message: code });
+      throw err;
+    } finally {
+      span.end();
+    }
+  }
+
+  async #callInner(plugin: string, fn: string, input: Uint8Array | string, opts: CallOptions, depth: number, callId: number, span: Span): Promise<Uint8Array> {
     this.#assertOpen();
     const tenant = opts.tenant ?? 'default';
     const started = performance.now();
     const rec = this.#record(tenant, plugin);
     const bytes = typeof input === 'string' ? new TextEncoder().encode(input) : input;
     const fail = (code: ErrorCode, message: string, reason?: string): never => {
-      this.emit('call', { tenant, plugin, fn, code, reason, durationMs: performance.now() - started });
+      this.emit('call', { callId, tenant, plugin, fn, code, reason, durationMs: performance.now() - started });
       throw new PaddockError(code, message, reason ? { details: { reason } } : {});
     };
     if (!rec.enabled) fail('PADDOCK_DISABLED', `plugin "${plugin}" is disabled`);
@@ -493,7 +519,6 @@ export class Executor extends EventEmitter<ExecutorEvents> {
     }
     const probe = admission.ok && admission.probe;
     const timeoutMs = Math.min(opts.timeoutMs ?? rec.limits.timeoutMs, rec.limits.timeoutMs);
-    const callId = this.#nextCallId++;
     rec.lastUsed = Date.now();
     const ctx: CallContext = {
       tenant,
@@ -505,7 +530,7 @@ export class Executor extends EventEmitter<ExecutorEvents> {
       fs: this.#fsFor(rec),
       emitted: [],
     };
-    const live: LiveCall = { record: rec, ctx, violated: false };
+    const live: LiveCall = { record: rec, ctx, violated: false, span };
     this.#calls.set(callId, live);
     let outcome: CallOutcome;
     try {
@@ -535,14 +560,14 @@ export class Executor extends EventEmitter<ExecutorEvents> {
       this.#calls.delete(callId);
     }
     const logs = outcome.ok ? outcome.result.logs : (outcome.result?.logs ?? []);
-    for (const line of logs) this.emit('log', { tenant, plugin, fn, ...line });
+    for (const line of logs) this.emit('log', { callId, tenant, plugin, fn, ...line });
     const durationMs = performance.now() - started;
     if (outcome.ok) {
       rec.initialisedOk = true;
       if (this.#quarantine.finished(qkey, probe, live.violated)) {
         this.#diagnose({ kind: 'quarantine-lifted', tenant, plugin, reason: 'probe call succeeded' });
       }
-      this.emit('call', { tenant, plugin, fn, code: null, durationMs, stats: outcome.result.stats });
+      this.emit('call', { callId, tenant, plugin, fn, code: null, durationMs, stats: outcome.result.stats });
       // Effects of a call (its intents) happen only if the call succeeded, and after it:
       // a host function never calls back into the plugin that is waiting on it.
       for (const intent of ctx.emitted) this.#dispatchEmitted(tenant, plugin, intent.topic, intent.payload, depth + 1);
@@ -565,7 +590,7 @@ export class Executor extends EventEmitter<ExecutorEvents> {
       this.#violation(tenant, plugin, violationKind(error.code), undefined, error.reason ?? error.code);
     }
     this.#quarantine.finished(qkey, probe, live.violated);
-    this.emit('call', { tenant, plugin, fn, code: error.code as ErrorCode, reason: error.reason, durationMs, stats: outcome.result?.stats });
+    this.emit('call', { callId, tenant, plugin, fn, code: error.code as ErrorCode, reason: error.reason, durationMs, stats: outcome.result?.stats });
     throw new PaddockError(error.code as ErrorCode, error.message, { details: { reason: error.reason } });
   }
 
@@ -629,14 +654,19 @@ export class Executor extends EventEmitter<ExecutorEvents> {
     const live = this.#calls.get(req.callId);
     if (!live) throw new PaddockError('PADDOCK_HOST_CALL_FAILED', 'host call for a call that is no longer running');
     const t0 = performance.now();
+    const span = tracer.startSpan(`paddock.hostcall ${req.fn}`, { kind: SpanKind.INTERNAL, attributes: { 'paddock.host_function': req.fn } }, trace.setSpan(context.active(), live.span));
+    const base = { callId: req.callId, tenant: live.ctx.tenant, plugin: live.ctx.plugin, fn: req.fn };
     try {
       const value = await this.#broker.handle(req, live.ctx);
-      this.emit('host-call', { tenant: live.ctx.tenant, plugin: live.ctx.plugin, fn: req.fn, outcome: 'ok', durationMs: performance.now() - t0 });
+      this.emit('host-call', { ...base, outcome: 'ok', durationMs: performance.now() - t0 });
       return value;
     } catch (err) {
       const code = (err as { code?: string }).code ?? 'PADDOCK_INTERNAL';
-      this.emit('host-call', { tenant: live.ctx.tenant, plugin: live.ctx.plugin, fn: req.fn, outcome: code, durationMs: performance.now() - t0 });
+      this.emit('host-call', { ...base, outcome: code, durationMs: performance.now() - t0 });
+      span.setStatus({ code: SpanStatusCode.ERROR, message: code });
       throw err;
+    } finally {
+      span.end();
     }
   }
 

@@ -49,6 +49,8 @@ export const serverConfigSchema = z
     /** Tenants created (or updated) at start-up; their API keys are printed once when first created. */
     tenants: z.array(tenantInputSchema).default([]),
     executor: executorOptionsSchema.prefault({}),
+    /** Plugin log lines let through per plugin (token bucket); the rest are counted and dropped. */
+    pluginLogs: z.object({ linesPerSecond: z.number().positive().default(100), burst: z.number().int().min(1).default(200) }).strict().prefault({}),
     logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
   })
   .strict();

@@ -22,6 +22,7 @@ export async function startServer(input: ServerConfigInput, opts: { log?: Logger
   const { service, adminToken, adminTokenFile, newKeys } = await Service.start(config, log);
   const metrics = new Metrics(service.executor, service.scheduler);
   service.onAdmissionRefused = metrics.countAdmission;
+  service.onPluginLogDropped = metrics.countLogDropped;
   const app = await buildApp(service, log, metrics);
   const address = await app.listen({ port: config.port, host: config.host });
   log.info({ url: address, dataDir: config.dataDir }, 'paddock listening');

@@ -61,6 +61,8 @@ export class Metrics {
     const intents = new Counter({ name: 'paddock_intents_total', help: 'Intents processed, by topic and outcome (ok: every delivery succeeded, partial, failed, none: no subscriber).', labelNames: ['topic', 'outcome'], registers });
     const compiles = new Counter({ name: 'paddock_compile_total', help: 'Module compilations at install, by cache result (hit, miss).', labelNames: ['result'], registers });
     const rateLimited = new Counter({ name: 'paddock_rate_limited_total', help: 'Calls refused at admission, by tenant and code (rate_limited, queue_full).', labelNames: ['tenant', 'code'], registers });
+    const logsDropped = new Counter({ name: 'paddock_plugin_log_lines_dropped_total', help: 'Plugin log lines dropped by the per-plugin log rate limit, by tenant.', labelNames: ['tenant'], registers });
+    this.countLogDropped = (tenant, _plugin, n) => logsDropped.inc({ tenant: this.tenants.value(tenant) }, n);
     const memory = new Map<string, number>();
 
     new Gauge({
@@ -162,6 +164,8 @@ export class Metrics {
     executor.on('compile', (e) => compiles.inc({ result: e.cached ? 'hit' : 'miss' }));
     this.countAdmission = (tenant, code) => rateLimited.inc({ tenant: this.tenants.value(tenant), code: outcomeOf(code) });
   }
+
+  countLogDropped: (tenant: string, plugin: string, n: number) => void;
 
   /** Admission refusals happen before the executor sees the call: the service reports them here. */
   countAdmission: (tenant: string, code: string) => void;

@@ -12,6 +12,7 @@ import { sha256Hex } from '../policy/audit.js';
 import { parseManifestText } from '../policy/manifest.js';
 import { SqliteStore } from '../store/sqlite.js';
 import { type Quotas, quotasSchema, type ServerConfig, tenantInputSchema } from './config.js';
+import { routePluginLogs } from './plugin-logs.js';
 import { TenantScheduler } from './scheduler.js';
 import { formatZodError } from '../policy/manifest.js';
 
@@ -92,7 +93,7 @@ export class Service {
         store.saveQuarantine(d.tenant, d.plugin, executor.quarantineSnapshot(d.plugin, { tenant: d.tenant }));
       }
     });
-    executor.on('log', (l) => log.info({ tenant: l.tenant, plugin: l.plugin, fn: l.fn, pluginLevel: l.level }, l.message));
+    routePluginLogs(executor, log, config.pluginLogs, (tenant, plugin, n) => service.onPluginLogDropped(tenant, plugin, n));
     return { service, adminToken, adminTokenFile, newKeys };
   }
 
@@ -262,6 +263,9 @@ export class Service {
     this.store.saveQuarantine(tenant, name, null);
     await this.executor.uninstall(name, { tenant });
   }
+
+  /** Told about plugin log lines dropped by the per-plugin log rate limit. */
+  onPluginLogDropped: (tenant: string, plugin: string, n: number) => void = () => {};
 
   /** Told about calls refused at admission (429s), which never reach the executor. */
   onAdmissionRefused: (tenant: string, code: string) => void = () => {};

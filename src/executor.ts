@@ -13,7 +13,7 @@ import { FsAccess, type Mount } from './hostfns/fs.js';
 import { auditModule } from './policy/audit.js';
 import { BottleneckLimiter, type RateLimiter, TokenBucketLimiter } from './policy/limiter.js';
 import { Quarantine, type QuarantineStatus } from './policy/quarantine.js';
-import { topicMatches } from './policy/topics.js';
+import { topicCovers, topicMatches } from './policy/topics.js';
 import { type KvStore, MemoryKvStore } from './store/kv.js';
 import { type Capabilities, capabilitiesSchema, formatZodError, type Manifest, parseManifest } from './policy/manifest.js';
 import { capWasmLimits } from './policy/wasm-module.js';
@@ -330,6 +330,10 @@ export class Executor extends EventEmitter<ExecutorEvents> {
     const manifest = parseManifest(manifestInput);
     const effective = intersectCapabilities(manifest.capabilities, tenant.grants);
     const report = auditModule(bytes, manifest);
+    if (report.info.imports.some((i) => i.module === 'wasi_snapshot_preview1') && !effective.wasi) {
+      // Without WASI the module cannot even be instantiated: refuse now rather than on every call.
+      throw new PaddockError('PADDOCK_CAPABILITY_DENIED', 'the module imports WASI, which is not granted to this tenant');
+    }
     const memoryPages = Math.min(manifest.limits.memoryPages ?? tenant.maxMemoryPages, tenant.maxMemoryPages);
     const moduleKey = `${report.digest}#p${memoryPages}`;
     let module = this.#modules.get(moduleKey);
@@ -515,7 +519,9 @@ export class Executor extends EventEmitter<ExecutorEvents> {
     const qkey = `${tenant}/${plugin}`;
     const admission = this.#quarantine.admit(qkey);
     if (!admission.ok) {
-      fail('PADDOCK_QUARANTINED', `plugin "${plugin}" is quarantined after repeated violations; retry in ${Math.ceil(admission.retryAfterMs / 1000)} s`, 'quarantined');
+      const retryAfter = Math.max(1, Math.ceil(admission.retryAfterMs / 1000));
+      this.emit('call', { callId, tenant, plugin, fn, code: 'PADDOCK_QUARANTINED', reason: 'quarantined', durationMs: performance.now() - started });
+      throw new PaddockError('PADDOCK_QUARANTINED', `plugin "${plugin}" is quarantined after repeated violations; retry in ${retryAfter} s`, { details: { reason: 'quarantined', retryAfter } });
     }
     const probe = admission.ok && admission.probe;
     const timeoutMs = Math.min(opts.timeoutMs ?? rec.limits.timeoutMs, rec.limits.timeoutMs);
@@ -730,20 +736,28 @@ export function intersectCapabilities(declared: Capabilities, granted: Capabilit
     const emit = new Set<string>();
     for (const d of declared.intents.emit) {
       for (const g of granted.intents.emit) {
-        if (topicMatches(g, d)) emit.add(d);
-        else if (topicMatches(d, g)) emit.add(g);
+        if (topicCovers(g, d)) emit.add(d);
+        else if (topicCovers(d, g)) emit.add(g);
       }
     }
     out.intents = { emit: [...emit] };
   }
   if (declared.fs && granted.fs) {
+    // Both sides are absolute, normalised paths (the schema refuses "..", "." and "//"), so a
+    // prefix test on whole segments is exact. Grants may be written HOST:GUEST; only HOST counts.
     const within = (entry: string, roots: string[]) => {
       const p = parseMount(entry).host;
-      return roots.some((r) => p === r || p.startsWith(r.endsWith('/') ? r : `${r}/`));
+      return roots.some((root) => {
+        const r = parseMount(root).host;
+        return p === r || r === '/' || p.startsWith(`${r}/`);
+      });
     };
+    const write = declared.fs.write.filter((p) => within(p, granted.fs!.write));
+    const writeHosts = new Set(write.map((p) => parseMount(p).host));
     out.fs = {
-      read: declared.fs.read.filter((p) => within(p, granted.fs!.read) || within(p, granted.fs!.write)),
-      write: declared.fs.write.filter((p) => within(p, granted.fs!.write)),
+      // A directory granted for writing need not be mounted twice.
+      read: declared.fs.read.filter((p) => !writeHosts.has(parseMount(p).host) && (within(p, granted.fs!.read) || within(p, granted.fs!.write))),
+      write,
     };
   }
   return out;

@@ -30,6 +30,35 @@ describe('manifest', () => {
   });
 });
 
+describe('effective rights never widen what is declared or granted', () => {
+  it('refuses fs entries that are relative or not normalised, so ".." can never leave a granted root', () => {
+    for (const entry of ['/srv/granted/../secret', '/srv/granted/../secret:/x', 'relative/dir', '/srv/./x', '/srv//x', '/srv/x/', '/srv/x:/g/../h']) {
+      expect(() => parseManifestText(JSON.stringify({ name: 'a', version: '1', capabilities: { fs: { read: [entry] } } }))).toThrow(/capabilities\.fs\.read\[0\]/);
+    }
+    expect(parseManifestText(JSON.stringify({ name: 'a', version: '1', capabilities: { fs: { read: ['/srv/granted/sub:/data'] } } })).capabilities.fs?.read).toEqual(['/srv/granted/sub:/data']);
+  });
+
+  it('intersects intent patterns without widening: declared orders.> under a grant of orders.* keeps only orders.*', async () => {
+    const ex = await newExecutor({ pool: { workers: 1, spares: 0 }, grants: { intents: { emit: ['orders.*'] } } });
+    await installFixture(ex, 'wide', 'intent-loop', { capabilities: { intents: { emit: ['orders.>'] } } });
+    expect(ex.get('wide').effective.intents?.emit).toEqual(['orders.*']);
+    await installFixture(ex, 'narrow', 'intent-loop', { capabilities: { intents: { emit: ['orders.created', 'billing.*'] } } });
+    expect(ex.get('narrow').effective.intents?.emit).toEqual(['orders.created']);
+  });
+
+  it('a sibling directory is not "inside" a granted one, and a HOST:GUEST grant counts by its host part', async () => {
+    const ex = await newExecutor({ pool: { workers: 1, spares: 0 }, grants: { fs: { read: ['/srv/data:/data'], write: [] } } });
+    await installFixture(ex, 'f', 'echo', { capabilities: { fs: { read: ['/srv/data/sub:/d', '/srv/data2', '/srv'] } } });
+    expect(ex.get('f').effective.fs?.read).toEqual(['/srv/data/sub:/d']);
+  });
+
+  it('refuses at install a WASI module when WASI is not granted', async () => {
+    const ex = await newExecutor({ pool: { workers: 1, spares: 0 }, grants: { log: true } });
+    const wasi = await watToWasm('(module (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32))) (memory (export "memory") 1) (func (export "run") (result i32) i32.const 0))');
+    expect(await codeOf(ex.install({ name: 'w', version: '1', capabilities: { wasi: true } }, wasi))).toBe('PADDOCK_CAPABILITY_DENIED');
+  });
+});
+
 describe('install-time audit (no plugin code runs)', () => {
   it('refuses undeclared and unknown imports, missing exports, digest mismatches and garbage, each with its code', async () => {
     const ex = await newExecutor({ pool: { workers: 1, spares: 0 } });

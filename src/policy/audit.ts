@@ -81,6 +81,9 @@ export function auditModule(bytes: Uint8Array, manifest: Manifest, declared: Cap
   for (const name of manifest.exports ?? []) {
     if (!functions.has(name)) throw new PaddockError('PADDOCK_NO_SUCH_EXPORT', `manifest declares export "${name}", which the module does not export`);
   }
+  for (const sub of manifest.subscriptions) {
+    if (!functions.has(sub.function)) throw new PaddockError('PADDOCK_NO_SUCH_EXPORT', `subscription to "${sub.topic}" names function "${sub.function}", which the module does not export`);
+  }
   const callable = manifest.exports ?? [...functions];
   return { digest, info, callable };
 }

@@ -15,7 +15,14 @@ const hostPattern = z
     'a host name, "*.example.com", an IP address or CIDR range (optionally with :port), or "*"',
   );
 const topicPattern = z.string().min(1).max(200).regex(/^[A-Za-z0-9_.*>-]+$/, 'a topic or topic pattern (letters, digits, _ - . and * wildcards)');
-const guestPath = z.string().min(1).max(1024);
+/** An absolute, already-normalised POSIX path: no "..", ".", "//" or trailing "/" to reinterpret later. */
+const absolutePath = (v: string) => v.startsWith('/') && !v.includes('\0') && (v === '/' || (!v.endsWith('/') && v.split('/').slice(1).every((seg) => seg !== '' && seg !== '.' && seg !== '..')));
+/** "HOST_DIR" or "HOST_DIR:GUEST_DIR", both absolute and normalised. */
+const mountEntry = z
+  .string()
+  .min(1)
+  .max(2048)
+  .refine((v) => v.split(':').length <= 2 && v.split(':').every(absolutePath), 'an absolute, normalised directory ("/srv/data"), optionally ":/guest/path"; no "..", "." or trailing "/"');
 
 export const capabilitiesSchema = z
   .object({
@@ -36,8 +43,8 @@ export const capabilitiesSchema = z
     wasi: z.boolean().optional(),
     fs: z
       .object({
-        read: z.array(guestPath).max(64).default([]),
-        write: z.array(guestPath).max(64).default([]),
+        read: z.array(mountEntry).max(64).default([]),
+        write: z.array(mountEntry).max(64).default([]),
       })
       .strict()
       .optional(),

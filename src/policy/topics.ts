@@ -16,3 +16,22 @@ export function topicMatches(pattern: string, topic: string): boolean {
 export function anyTopicMatches(patterns: readonly string[], topic: string): boolean {
   return patterns.some((p) => topicMatches(p, topic));
 }
+
+/**
+ * Whether every topic `inner` matches is also matched by `outer` (pattern ⊇ pattern).
+ * Used to intersect declared and granted patterns without widening either.
+ */
+export function topicCovers(outer: string, inner: string): boolean {
+  if (outer === '*' || outer === '>') return true;
+  if (inner === '*' || inner === '>') return false;
+  const o = outer.split('.');
+  const i = inner.split('.');
+  for (let k = 0; k < o.length; k++) {
+    if (o[k] === '>') return k === o.length - 1 && i.length > k;
+    if (k >= i.length) return false;
+    if (i[k] === '>') return false; // inner reaches any depth here; outer does not
+    if (o[k] === '*') continue; // one segment: covers a literal or "*"
+    if (i[k] === '*' || o[k] !== i[k]) return false;
+  }
+  return o.length === i.length;
+}

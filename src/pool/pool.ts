@@ -183,7 +183,7 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
       return;
     }
     if (this.#waiting.length >= this.options.maxQueued) {
-      throw new PaddockError('PADDOCK_QUEUE_FULL', `${this.#waiting.length} calls already queued`);
+      throw new PaddockError('PADDOCK_QUEUE_FULL', `${this.#waiting.length} calls already queued`, { details: { retryAfter: 1 } });
     }
     await new Promise<void>((resolve, reject) => this.#waiting.push({ resolve, reject }));
   }

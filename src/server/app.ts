@@ -100,8 +100,8 @@ export async function buildApp(service: Service, log: Logger, metrics: Metrics |
   app.setNotFoundHandler((req, reply) => sendError(reply, new PaddockError('PADDOCK_NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0]}`)));
 
   app.addHook('onRequest', async (req) => {
-    const url = req.url;
-    if (url === '/healthz' || url === '/readyz' || url.startsWith('/metrics')) return;
+    const path = req.url.split('?')[0];
+    if (path === '/healthz' || path === '/readyz' || path === '/metrics') return;
     const principal = service.authenticate(req.headers.authorization);
     if (!principal) fail('PADDOCK_UNAUTHORIZED', 'missing or invalid API key (Authorization: Bearer <key>)');
     req.principal = principal;
@@ -165,7 +165,7 @@ export async function buildApp(service: Service, log: Logger, metrics: Metrics |
           } else if (part.fieldname === 'manifest') {
             manifest = String(part.value);
           } else if (part.fieldname === 'signature') {
-            signature = { value: String(part.value) };
+            signature = { ...signature, value: String(part.value) };
           } else if (part.fieldname === 'signatureKeyId') {
             signature = { ...(signature ?? { value: '' }), keyId: String(part.value) };
           } else {

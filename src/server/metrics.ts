@@ -121,7 +121,7 @@ export class Metrics {
     });
     new Gauge({
       name: 'paddock_wasm_memory_bytes',
-      help: 'Linear memory of the plugin instances last seen, summed (an estimate of wasm memory in use).',
+      help: 'Linear memory of each plugin\'s most recently used instance, summed over plugins (an estimate: warm instances on other workers are not counted twice).',
       registers,
       collect() {
         let sum = 0;
@@ -138,7 +138,7 @@ export class Metrics {
       duration.observe({ tenant, outcome }, e.durationMs / 1000);
       if (e.stats) {
         cpu.inc({ tenant, plugin }, e.stats.busyMicros / 1e6);
-        memory.set(`${e.tenant}/${e.plugin}@${e.stats.threadId}`, e.stats.memoryBytes);
+        memory.set(`${e.tenant}/${e.plugin}`, e.stats.memoryBytes);
       }
       if (e.code === 'PADDOCK_RATE_LIMITED' || e.code === 'PADDOCK_QUEUE_FULL') rateLimited.inc({ tenant, code: outcome });
     });

@@ -238,14 +238,15 @@ export class Service {
     return { ...info, signedBy: this.store.getPlugin(tenant, name)?.signedBy ?? null };
   }
 
-  setEnabled(tenant: string, name: string, enabled: boolean): PluginInfo {
+  setEnabled(tenant: string, name: string, enabled: boolean): PluginInfo & { signedBy: string | null } {
     this.executor.get(name, { tenant });
     this.store.setPluginEnabled(tenant, name, enabled);
-    return this.executor.setEnabled(name, enabled, { tenant });
+    this.executor.setEnabled(name, enabled, { tenant });
+    return this.getPlugin(tenant, name);
   }
 
   /** Re-instantiates from the stored bytes: fresh instances everywhere, init failures forgiven, quarantine lifted. */
-  async reload(tenant: string, name: string): Promise<PluginInfo> {
+  async reload(tenant: string, name: string): Promise<PluginInfo & { signedBy: string | null }> {
     const row = this.store.getPlugin(tenant, name);
     if (!row) throw new PaddockError('PADDOCK_NOT_FOUND', `no plugin "${name}"`);
     const wasm = this.store.getWasm(row.digest);
@@ -254,7 +255,7 @@ export class Service {
     if (!row.enabled) this.executor.setEnabled(name, false, { tenant });
     this.executor.releaseQuarantine(name, { tenant });
     this.store.saveQuarantine(tenant, name, null);
-    return this.executor.get(name, { tenant });
+    return this.getPlugin(tenant, name);
   }
 
   async removePlugin(tenant: string, name: string): Promise<void> {

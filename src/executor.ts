@@ -32,6 +32,10 @@ export const executorOptionsSchema = z
         /** Idle threads kept beyond `workers`, so a killed worker's replacement is never waited for. */
         spares: z.number().int().min(0).max(16).default(1),
         maxQueued: z.number().int().min(0).default(10_000),
+        /** Calls of one plugin that may share one trip to a worker when they are waiting anyway. */
+        maxBatch: z.number().int().min(1).max(4096).default(64),
+        /** Shared buffer per batch for results; an output that does not fit ends its batch early. */
+        batchBufferBytes: z.number().int().min(4096).default(1024 * 1024),
         /** Live instances per process; divided among threads. Each wasm memory reserves ~10 GiB of address space. */
         maxLiveInstances: z.number().int().min(1).max(8192).default(1024),
         /** V8 heap cap of each worker (resourceLimits); wasm memory is capped separately. */
@@ -235,6 +239,8 @@ export class Executor extends EventEmitter<ExecutorEvents> {
         workers: p.workers,
         spares: p.spares,
         maxQueued: p.maxQueued,
+        maxBatch: p.maxBatch,
+        batchBufferBytes: p.batchBufferBytes,
         maxInstancesPerWorker: Math.max(1, Math.floor(p.maxLiveInstances / threads)),
         heapMb: p.heapMb,
         stackMb: p.stackMb,
@@ -541,22 +547,19 @@ export class Executor extends EventEmitter<ExecutorEvents> {
     let outcome: CallOutcome;
     try {
       outcome = await this.#pool.call(
+        rec.spec.key,
         {
-          type: 'run',
-          key: rec.spec.key,
-          call: {
-            callId,
-            fn,
-            input: bytes,
-            maxOutputBytes: rec.limits.maxOutputBytes,
-            maxHostCalls: rec.limits.maxHostCalls,
-            maxHostCallBytes: rec.limits.maxHostCallBytes,
-            maxLogBytes: rec.limits.maxLogBytes,
-            deadline: 0,
-          },
+          callId,
+          fn,
+          timeoutMs,
+          input: bytes,
+          maxOutputBytes: rec.limits.maxOutputBytes,
+          maxHostCalls: rec.limits.maxHostCalls,
+          maxHostCallBytes: rec.limits.maxHostCallBytes,
+          maxLogBytes: rec.limits.maxLogBytes,
+          deadline: 0,
         },
         () => rec.spec,
-        timeoutMs,
       );
     } catch (err) {
       this.#quarantine.finished(qkey, probe, false);

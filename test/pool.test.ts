@@ -231,6 +231,41 @@ describe('worker pool: crash isolation', () => {
   });
 });
 
+describe('batching', () => {
+  it('a timeout in the middle of a batch keeps the results before it and re-queues, never re-runs, the calls after it', async () => {
+    const ex = await newExecutor({ pool: { workers: 1, spares: 1 }, limits: { timeoutMs: 300 }, grants: { clock: true } });
+    await installFixture(ex, 'ts', 'tick-or-spin', { capabilities: { clock: true } });
+    const hostCalls = new Map<number, number>();
+    ex.on('host-call', (e) => hostCalls.set(e.callId, (hostCalls.get(e.callId) ?? 0) + 1));
+    const threads = new Map<number, number>();
+    ex.on('call', (e) => e.stats && threads.set(e.callId, e.stats.threadId));
+    // The first call leaves alone; the others wait, then leave together as one batch.
+    const first = ex.call('ts', 'tick');
+    const before = Array.from({ length: 5 }, () => ex.call('ts', 'tick'));
+    const spin = codeOf(ex.call('ts', 'spin'));
+    const after = Array.from({ length: 5 }, () => ex.call('ts', 'tick'));
+    await first;
+    await Promise.all(before);
+    expect(await spin).toBe('PADDOCK_TIMEOUT');
+    await Promise.all(after);
+    // Every tick ran exactly once: one host call each.
+    expect([...hostCalls.values()]).toEqual(Array(11).fill(1));
+    // The batch's first five ran on the thread that was then killed; the last five on another.
+    const ids = [...threads.values()];
+    expect(new Set(ids.slice(1, 6)).size).toBe(1);
+    expect(ids.slice(6).every((t) => t !== ids[1])).toBe(true);
+  });
+
+  it('an output too big for the shared results buffer ends its batch early; the rest still run', async () => {
+    const ex = await newExecutor({ pool: { workers: 1, spares: 0, batchBufferBytes: 4096 } });
+    await installFixture(ex, 'echo');
+    const big = new Uint8Array(10_000).fill(7);
+    const outs = await Promise.all([ex.call('echo', 'echo', 'a'), ex.call('echo', 'echo', big), ex.call('echo', 'echo', 'b'), ex.call('echo', 'echo', big), ex.call('echo', 'echo', 'c')]);
+    expect(outs.map((o) => o.byteLength)).toEqual([1, 10_000, 1, 10_000, 1]);
+    expect(outs[1].every((b) => b === 7)).toBe(true);
+  });
+});
+
 describe('executor lifecycle', () => {
   it('close() drains calls in flight, stops every worker, and later calls fail with PADDOCK_SHUTTING_DOWN', async () => {
     const ex = await newExecutor({ pool: { workers: 2, spares: 1 } });

@@ -46,12 +46,14 @@ let intents: IntentEvent[] = [];
 /** A one-worker executor whose default tenant is granted `grants`; its events are collected. */
 async function executor(grants?: Grants, extra: Partial<ExecutorOptions> = {}): Promise<Executor> {
   ex = await createExecutor({ pool: { workers: 1, spares: 0 }, ...(grants ? { grants } : {}), ...extra });
-  diagnostics = [];
-  logs = [];
-  intents = [];
-  ex.on('diagnostic', (d) => diagnostics.push(d));
-  ex.on('log', (l) => logs.push(l));
-  ex.on('intent', (e) => intents.push(e as IntentEvent));
+  // Each executor fills its own arrays: a previous test's executor, still finishing emitted
+  // intents, must not write into this test's.
+  const d: Diagnostic[] = (diagnostics = []);
+  const l: LogEvent[] = (logs = []);
+  const i: IntentEvent[] = (intents = []);
+  ex.on('diagnostic', (x) => d.push(x));
+  ex.on('log', (x) => l.push(x));
+  ex.on('intent', (x) => i.push(x as IntentEvent));
   return ex;
 }
 
@@ -289,7 +291,7 @@ describe('order-router', () => {
     ]);
 
     // At the default level (info) the debug line is dropped by the host.
-    logs = [];
+    logs.length = 0;
     await install(e, ['orders.*']);
     expect(await call(e, 'order-router', 'route', '{"id":43,"total":250}')).toBe('emitted 2');
     await vi.waitFor(() => expect(intents).toHaveLength(4));

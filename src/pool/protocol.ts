@@ -67,13 +67,15 @@ export type LogLevelName = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'off'
 export interface CallSpec {
   callId: number;
   fn: string;
+  /** Wall-clock budget; the worker starts the clock when the call starts. */
+  timeoutMs: number;
   input: Uint8Array;
   maxOutputBytes: number;
   maxHostCalls: number;
   /** Bytes in and out of host calls, summed over the call. */
   maxHostCallBytes: number;
   maxLogBytes: number;
-  /** Absolute deadline (Date.now() ms) — used only to bound host-call waits in the worker. */
+  /** Absolute deadline (Date.now() ms), set by the worker when the call starts; bounds host-call waits. */
   deadline: number;
 }
 
@@ -85,12 +87,29 @@ export interface RunTask {
   call: CallSpec;
 }
 
+/**
+ * Several calls of one plugin (one key) in one piscina task: the pool's transport cost is paid
+ * once per batch. Results go into `results` (see the batch buffer below) as each call ends, so
+ * when a call in the middle is killed, the calls before it keep their results and the calls after
+ * it were never started (the main side re-queues them): nothing runs twice, nothing is lost.
+ */
+export interface BatchTask {
+  type: 'batch';
+  key: string;
+  spec?: PluginSpec;
+  /** How many calls are encoded in `requests` (see writeBatchRequests). */
+  count: number;
+  /** The calls, encoded: posting a buffer handle costs nothing per call, cloning objects does. */
+  requests: SharedArrayBuffer;
+  results: SharedArrayBuffer;
+}
+
 export interface WarmTask {
   type: 'warm';
   specs: PluginSpec[];
 }
 
-export type Task = RunTask | WarmTask;
+export type Task = BatchTask | WarmTask;
 
 export interface LogLine {
   level: Exclude<LogLevelName, 'off'>;
@@ -102,6 +121,10 @@ export interface CallStats {
    *  Node 20 has no per-thread CPU clock; a worker runs one call at a time, so this is its busy time. */
   busyMicros: number;
   hostCalls: number;
+  /** Time the call spent blocked on the broker (host-call round trips), microseconds. */
+  brokerMicros: number;
+  /** Time spent in host functions answered inside the worker (config, vars, logs), microseconds. */
+  localHostMicros: number;
   /** Wasm linear memory size after the call, bytes. */
   memoryBytes: number;
   /** The instance was created for this call (cold start). */
@@ -113,6 +136,13 @@ export type RunResult =
   | { type: 'ok'; output: Uint8Array; logs: LogLine[]; stats: CallStats }
   | { type: 'error'; error: WireError; logs: LogLine[]; stats: CallStats }
   /** The worker does not hold this plugin: resend with `spec`. */
+  | { type: 'missing'; key: string }
+  | { type: 'warmed'; count: number; threadId: number };
+
+export type CallResult = Extract<RunResult, { type: 'ok' | 'error' }>;
+
+export type BatchResult =
+  | { type: 'batch-done'; count: number; overflow?: CallResult }
   | { type: 'missing'; key: string }
   | { type: 'warmed'; count: number; threadId: number };
 
@@ -199,3 +229,184 @@ export const WASI_MODULE = 'wasi_snapshot_preview1';
 
 /** Exit code of a worker that ended itself because the broker ruled a violation fatal (strict mode). */
 export const VIOLATION_EXIT_CODE = 86;
+
+// ── Batch results buffer ─────────────────────────────────────────────────────────────────────
+// A SharedArrayBuffer per batch, written by the worker, read by the main thread. It outlives the
+// worker, which is the point: after a kill the main side still reads what completed.
+//
+//   Int32[0]  calls completed (Atomics.store after each result is fully written)
+//   Int32[1]  index of the call running now, -1 when none
+//   Int32[2]  bytes used in the data area
+//   Float64[2] (bytes 16..23)  Date.now() when the running call started
+//   bytes 32..  results, each: u8 kind (0 ok, 1 error) | u8 hasMeta | u16 0 | u32 outputLen |
+//               f64 busyMicros | u32 hostCalls | u32 threadId | f64 memoryBytes | u8 instantiated |
+//               3×u8 0 | u32 metaLen | f64 brokerMicros | f64 localHostMicros | output bytes |
+//               meta JSON ({ error?, logs? })
+
+export const BATCH_HEADER = 32;
+const RESULT_FIXED = 56;
+
+export function batchBufferFor(bytes: number): SharedArrayBuffer {
+  const sab = new SharedArrayBuffer(BATCH_HEADER + bytes);
+  resetBatchBuffer(sab);
+  return sab;
+}
+
+export function resetBatchBuffer(sab: SharedArrayBuffer): void {
+  const h = new Int32Array(sab, 0, 8);
+  Atomics.store(h, 0, 0);
+  Atomics.store(h, 1, -1);
+  Atomics.store(h, 2, 0);
+  new Float64Array(sab, 16, 1)[0] = 0;
+}
+
+const metaEncoder = new TextEncoder();
+const metaDecoder = new TextDecoder();
+
+/** Worker side: appends a result; false when it does not fit (the caller stops the batch). */
+export function writeBatchResult(sab: SharedArrayBuffer, r: CallResult): boolean {
+  const h = new Int32Array(sab, 0, 8);
+  const used = h[2];
+  const output = r.type === 'ok' ? r.output : null;
+  const hasMeta = r.type === 'error' || r.logs.length > 0;
+  const meta = hasMeta ? metaEncoder.encode(JSON.stringify(r.type === 'error' ? { error: r.error, logs: r.logs } : { logs: r.logs })) : null;
+  const size = RESULT_FIXED + (output?.byteLength ?? 0) + (meta?.byteLength ?? 0);
+  const at = BATCH_HEADER + used;
+  if (at + size > sab.byteLength) return false;
+  const v = new DataView(sab, at, RESULT_FIXED);
+  v.setUint8(0, r.type === 'ok' ? 0 : 1);
+  v.setUint8(1, hasMeta ? 1 : 0);
+  v.setUint32(4, output?.byteLength ?? 0, true);
+  v.setFloat64(8, r.stats.busyMicros, true);
+  v.setUint32(16, r.stats.hostCalls, true);
+  v.setUint32(20, r.stats.threadId, true);
+  v.setFloat64(24, r.stats.memoryBytes, true);
+  v.setUint8(32, r.stats.instantiated ? 1 : 0);
+  v.setUint32(36, meta?.byteLength ?? 0, true);
+  v.setFloat64(40, r.stats.brokerMicros, true);
+  v.setFloat64(48, r.stats.localHostMicros, true);
+  const bytes = new Uint8Array(sab);
+  if (output) bytes.set(output, at + RESULT_FIXED);
+  if (meta) bytes.set(meta, at + RESULT_FIXED + (output?.byteLength ?? 0));
+  h[2] = used + size;
+  Atomics.store(h, 0, h[0] + 1);
+  return true;
+}
+
+/** Main side: the results completed so far, in call order. */
+export function readBatchResults(sab: SharedArrayBuffer): CallResult[] {
+  const h = new Int32Array(sab, 0, 8);
+  const count = Atomics.load(h, 0);
+  const out: CallResult[] = [];
+  const bytes = new Uint8Array(sab);
+  let at = BATCH_HEADER;
+  for (let i = 0; i < count; i++) {
+    const v = new DataView(sab, at, RESULT_FIXED);
+    const outputLen = v.getUint32(4, true);
+    const metaLen = v.getUint32(36, true);
+    const stats: CallStats = {
+      busyMicros: v.getFloat64(8, true),
+      hostCalls: v.getUint32(16, true),
+      threadId: v.getUint32(20, true),
+      memoryBytes: v.getFloat64(24, true),
+      instantiated: v.getUint8(32) === 1,
+      brokerMicros: v.getFloat64(40, true),
+      localHostMicros: v.getFloat64(48, true),
+    };
+    const start = at + RESULT_FIXED;
+    const meta = v.getUint8(1) === 1 ? (JSON.parse(metaDecoder.decode(bytes.slice(start + outputLen, start + outputLen + metaLen))) as { error?: WireError; logs?: LogLine[] }) : {};
+    if (v.getUint8(0) === 0) out.push({ type: 'ok', output: bytes.slice(start, start + outputLen), logs: meta.logs ?? [], stats });
+    else out.push({ type: 'error', error: meta.error!, logs: meta.logs ?? [], stats });
+    at = start + outputLen + metaLen;
+  }
+  return out;
+}
+
+/** Main side: which call is running and since when (Date.now() ms), or null. */
+export function batchProgress(sab: SharedArrayBuffer): { completed: number; running: number; startedAt: number } {
+  const h = new Int32Array(sab, 0, 8);
+  return { completed: Atomics.load(h, 0), running: Atomics.load(h, 1), startedAt: new Float64Array(sab, 16, 1)[0] };
+}
+
+/** Worker side: marks call `index` as started now. */
+export function markBatchCallStarted(sab: SharedArrayBuffer, index: number): number {
+  const now = Date.now();
+  new Float64Array(sab, 16, 1)[0] = now;
+  Atomics.store(new Int32Array(sab, 0, 8), 1, index);
+  return now;
+}
+
+// ── Batch requests buffer ────────────────────────────────────────────────────────────────────
+// Each call: u32 callId | u32 timeoutMs | u32 maxOutputBytes | u32 maxHostCalls |
+//            f64 maxHostCallBytes | u32 maxLogBytes | u16 fnLength | u16 0 | u32 inputLength |
+//            fn (UTF-8) | input, padded to 8 bytes.
+
+const REQUEST_FIXED = 36;
+const fnEncoder = new TextEncoder();
+const fnDecoder = new TextDecoder();
+// Function names repeat: encode each once (bounded, names are validated short identifiers).
+const fnBytes = new Map<string, Uint8Array>();
+function encodeFn(fn: string): Uint8Array {
+  let b = fnBytes.get(fn);
+  if (!b) {
+    b = fnEncoder.encode(fn);
+    if (fnBytes.size < 4096) fnBytes.set(fn, b);
+  }
+  return b;
+}
+
+export function encodedRequestSize(call: CallSpec): number {
+  return (REQUEST_FIXED + call.fn.length * 3 + call.input.byteLength + 7) & ~7;
+}
+
+/** Main side: encodes calls; returns how many fit (at least one is expected to). */
+export function writeBatchRequests(sab: SharedArrayBuffer, calls: CallSpec[]): number {
+  const bytes = new Uint8Array(sab);
+  let at = 0;
+  let n = 0;
+  for (const call of calls) {
+    const fn = encodeFn(call.fn);
+    const size = (REQUEST_FIXED + fn.byteLength + call.input.byteLength + 7) & ~7;
+    if (at + size > sab.byteLength) break;
+    const v = new DataView(sab, at, REQUEST_FIXED);
+    v.setUint32(0, call.callId, true);
+    v.setUint32(4, call.timeoutMs, true);
+    v.setUint32(8, call.maxOutputBytes, true);
+    v.setUint32(12, call.maxHostCalls, true);
+    v.setFloat64(16, call.maxHostCallBytes, true);
+    v.setUint32(24, call.maxLogBytes, true);
+    v.setUint16(28, fn.byteLength, true);
+    v.setUint32(32, call.input.byteLength, true);
+    bytes.set(fn, at + REQUEST_FIXED);
+    bytes.set(call.input, at + REQUEST_FIXED + fn.byteLength);
+    at += size;
+    n++;
+  }
+  return n;
+}
+
+/** Worker side: decodes `count` calls (inputs are copied out of the shared buffer). */
+export function readBatchRequests(sab: SharedArrayBuffer, count: number): CallSpec[] {
+  const bytes = new Uint8Array(sab);
+  const calls: CallSpec[] = [];
+  let at = 0;
+  for (let i = 0; i < count; i++) {
+    const v = new DataView(sab, at, REQUEST_FIXED);
+    const fnLength = v.getUint16(28, true);
+    const inputLength = v.getUint32(32, true);
+    const start = at + REQUEST_FIXED;
+    calls.push({
+      callId: v.getUint32(0, true),
+      timeoutMs: v.getUint32(4, true),
+      maxOutputBytes: v.getUint32(8, true),
+      maxHostCalls: v.getUint32(12, true),
+      maxHostCallBytes: v.getFloat64(16, true),
+      maxLogBytes: v.getUint32(24, true),
+      fn: fnDecoder.decode(bytes.subarray(start, start + fnLength)),
+      input: bytes.slice(start + fnLength, start + fnLength + inputLength),
+      deadline: 0,
+    });
+    at += (REQUEST_FIXED + fnLength + inputLength + 7) & ~7;
+  }
+  return calls;
+}

@@ -3,7 +3,7 @@
 
 import { threadId, workerData } from 'node:worker_threads';
 import { BrokerClient } from './broker-client.js';
-import type { RunResult, Task } from './protocol.js';
+import type { BatchResult, Task } from './protocol.js';
 import { Runner } from './runtime/runner.js';
 
 interface WorkerOptions {
@@ -24,7 +24,7 @@ const runner = new Runner({
 // Join warm: instantiate the hot plugins before piscina sees this worker as ready.
 runner.warm(broker.awaitWarmList(2000));
 
-export default function handle(task: Task): RunResult {
+export default function handle(task: Task): BatchResult {
   if (task.type === 'warm') return { type: 'warmed', count: runner.warm(task.specs), threadId };
-  return runner.run(task);
+  return runner.runBatch(task);
 }

@@ -57,6 +57,7 @@ export class Service {
   #trusted: Map<string, KeyObject>;
   #log: Logger;
   #idempotency = new Map<string, { at: number; result: unknown }>();
+  #principals = new Map<string, Principal>();
   #closing = false;
   #closed = false;
 
@@ -147,10 +148,23 @@ export class Service {
   authenticate(header: string | undefined): Principal | null {
     const m = /^Bearer\s+(\S+)\s*$/i.exec(header ?? '');
     if (!m) return null;
+    // Keyed by the token itself: a hit costs one map lookup instead of a hash and a query.
+    // Entries are dropped whenever keys change (rotate, delete), and the map is bounded.
+    const cached = this.#principals.get(m[1]);
+    if (cached) return cached;
     const h = hashToken(m[1]);
-    if (timingSafeEqual(Buffer.from(h), Buffer.from(this.#adminHash))) return { kind: 'admin' };
-    const tenant = this.store.findTenantByKeyHash(h);
-    return tenant ? { kind: 'tenant', tenant } : null;
+    let principal: Principal | null = null;
+    if (timingSafeEqual(Buffer.from(h), Buffer.from(this.#adminHash))) principal = { kind: 'admin' };
+    else {
+      const tenant = this.store.findTenantByKeyHash(h);
+      if (tenant) principal = { kind: 'tenant', tenant };
+    }
+    // Only valid tokens are cached: a flood of wrong ones cannot evict the good ones.
+    if (principal) {
+      if (this.#principals.size >= 10_000) this.#principals.clear();
+      this.#principals.set(m[1], principal);
+    }
+    return principal;
   }
 
   #newKey(tenant: string): string {
@@ -184,11 +198,13 @@ export class Service {
   rotateKey(name: string): { name: string; apiKey: string } {
     this.getTenant(name);
     this.store.revokeApiKeys(name);
+    this.#principals.clear();
     return { name, apiKey: this.#newKey(name) };
   }
 
   deleteTenant(name: string): boolean {
     const existed = this.store.deleteTenant(name);
+    this.#principals.clear();
     if (existed) {
       for (const p of this.executor.list({ tenant: name })) void this.executor.uninstall(p.name, { tenant: name });
       this.executor.removeTenant(name);

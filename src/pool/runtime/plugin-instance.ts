@@ -6,7 +6,8 @@
 // Not re-entrant: a worker runs one call at a time (piscina concurrentTasksPerWorker: 1).
 
 import { openSync } from 'node:fs';
-import { WASI } from 'node:wasi';
+import { createRequire } from 'node:module';
+import type { WASI as WasiClass } from 'node:wasi';
 import {
   EXTISM_ENV_MODULE as EXTISM_ENV,
   PADDOCK_USER_FUNCTIONS,
@@ -36,6 +37,11 @@ const MAX_ERROR_MESSAGE = 4096;
 const decoder = new TextDecoder('utf-8', { fatal: false });
 const encoder = new TextEncoder();
 
+// node:wasi prints an ExperimentalWarning when loaded: load it only for plugins that use WASI.
+const require = createRequire(import.meta.url);
+let wasiClass: typeof WasiClass | undefined;
+const loadWasi = () => (wasiClass ??= (require('node:wasi') as typeof import('node:wasi')).WASI);
+
 let devNull: number | undefined;
 function nullFd(): number {
   // WASI stdio goes nowhere by default (as in the Extism SDK): a guest must not write to our terminal.
@@ -56,6 +62,8 @@ interface CallState {
   httpStatus: number;
   httpHeaders: Record<string, string> | null;
   hostBytes: number;
+  brokerMicros: number;
+  localHostMicros: number;
   lastError: { code: string; message: string } | null;
 }
 
@@ -95,14 +103,14 @@ export class PluginInstance {
   #instantiate(): void {
     const imports: WebAssembly.Imports = {};
     const env = this.#env();
-    let wasi: WASI | null = null;
+    let wasi: WasiClass | null = null;
     for (const imp of WebAssembly.Module.imports(this.spec.module)) {
       if (imp.module === EXTISM_ENV && imp.kind === 'function' && Object.hasOwn(env, imp.name)) {
         (imports[EXTISM_ENV] ??= {})[imp.name] = env[imp.name];
       } else if (imp.module === PADDOCK_USER_MODULE && imp.kind === 'function' && Object.hasOwn(PADDOCK_USER_FUNCTIONS, imp.name)) {
         (imports[PADDOCK_USER_MODULE] ??= {})[imp.name] = this.#userFunction(imp.name as keyof typeof PADDOCK_USER_FUNCTIONS);
       } else if (imp.module === WASI_MODULE && this.spec.wasi) {
-        wasi ??= new WASI({
+        wasi ??= new (loadWasi())({
           version: 'preview1',
           args: [],
           env: {},
@@ -150,7 +158,7 @@ export class PluginInstance {
   #beginInitState(): void {
     this.#kernel.reset();
     this.#state = {
-      spec: { callId: 0, fn: '(init)', input: new Uint8Array(0), maxOutputBytes: 0, maxHostCalls: 0, maxHostCallBytes: 0, maxLogBytes: 16 * 1024, deadline: Number.MAX_SAFE_INTEGER },
+      spec: { callId: 0, fn: '(init)', timeoutMs: 0, input: new Uint8Array(0), maxOutputBytes: 0, maxHostCalls: 0, maxHostCallBytes: 0, maxLogBytes: 16 * 1024, deadline: Number.MAX_SAFE_INTEGER },
       inputAddr: 0,
       inputLen: 0,
       outputAddr: 0,
@@ -162,6 +170,8 @@ export class PluginInstance {
       httpStatus: 0,
       httpHeaders: null,
       hostBytes: 0,
+      brokerMicros: 0,
+      localHostMicros: 0,
       lastError: null,
     };
   }
@@ -180,6 +190,8 @@ export class PluginInstance {
     const stats = () => ({
       busyMicros: Math.round((performance.now() - started) * 1000),
       hostCalls: this.#state?.hostCalls ?? 0,
+      brokerMicros: this.#state?.brokerMicros ?? 0,
+      localHostMicros: this.#state?.localHostMicros ?? 0,
       memoryBytes: this.memoryBytes,
       instantiated: false,
       threadId: 0,
@@ -201,6 +213,8 @@ export class PluginInstance {
       httpStatus: 0,
       httpHeaders: null,
       hostBytes: 0,
+      brokerMicros: 0,
+      localHostMicros: 0,
       lastError: null,
     };
     this.#initLogs = [];
@@ -297,7 +311,12 @@ export class PluginInstance {
     }
     this.#spendHostBytes(s, bytesIn);
     if (!this.#bridge) throw new GuestFault('PADDOCK_CAPABILITY_DENIED', `${fn} is not available here`, 'no-broker');
-    return this.#bridge.call(s.spec.callId, fn, payload, s.spec.deadline);
+    const t0 = performance.now();
+    try {
+      return this.#bridge.call(s.spec.callId, fn, payload, s.spec.deadline);
+    } finally {
+      s.brokerMicros += (performance.now() - t0) * 1000;
+    }
   }
 
   #spendHostBytes(s: CallState, n: number): void {
@@ -388,9 +407,12 @@ export class PluginInstance {
       },
       error_get: () => BigInt(this.#cur().errorAddr),
       config_get: (addr: bigint) => {
+        const s = this.#cur();
+        const t0 = performance.now();
         const key = this.#readString(addr, 'config key');
-        if (!Object.hasOwn(this.spec.config, key)) return 0n;
-        return BigInt(k.store(encoder.encode(this.spec.config[key])));
+        const value = Object.hasOwn(this.spec.config, key) ? BigInt(k.store(encoder.encode(this.spec.config[key]))) : 0n;
+        s.localHostMicros += (performance.now() - t0) * 1000;
+        return value;
       },
       var_get: (addr: bigint) => {
         const value = this.#vars.get(this.#readString(addr, 'var name'));

@@ -2,7 +2,7 @@
 // executes calls. It knows nothing about threads, so tests can drive it directly; the worker
 // entry (../worker.ts) is a thin reactor around it.
 
-import type { PluginSpec, RunResult, RunTask, WireError } from '../protocol.js';
+import { type BatchResult, type BatchTask, markBatchCallStarted, type PluginSpec, readBatchRequests, type RunResult, type RunTask, type WireError, writeBatchResult } from '../protocol.js';
 import { GuestFault } from './kernel-memory.js';
 import { type HostBridge, PluginInstance } from './plugin-instance.js';
 
@@ -60,7 +60,7 @@ export class Runner {
     } else {
       const created = this.#create(spec, task.call.callId);
       if ('error' in created) {
-        return { type: 'error', error: created.error, logs: [], stats: { busyMicros: 0, hostCalls: 0, memoryBytes: 0, instantiated: true, threadId: this.#opts.threadId } };
+        return { type: 'error', error: created.error, logs: [], stats: { busyMicros: 0, hostCalls: 0, brokerMicros: 0, localHostMicros: 0, memoryBytes: 0, instantiated: true, threadId: this.#opts.threadId } };
       }
       instance = created.instance;
       instantiated = true;
@@ -71,6 +71,28 @@ export class Runner {
     result.stats.instantiated = instantiated;
     result.stats.threadId = this.#opts.threadId;
     return result;
+  }
+
+  has(key: string): boolean {
+    return this.#specs.has(key);
+  }
+
+  /**
+   * Runs a batch of calls of one plugin in order, writing each result into the shared buffer as
+   * it ends. Stops early (the rest are re-queued by the main side) when a result does not fit.
+   */
+  runBatch(task: BatchTask): BatchResult {
+    if (task.spec) this.remember(task.spec);
+    if (!this.#specs.has(task.key)) return { type: 'missing', key: task.key };
+    const calls = readBatchRequests(task.requests, task.count);
+    for (let i = 0; i < calls.length; i++) {
+      const call = calls[i];
+      call.deadline = markBatchCallStarted(task.results, i) + call.timeoutMs;
+      const result = this.run({ type: 'run', key: task.key, call });
+      if (result.type !== 'ok' && result.type !== 'error') return { type: 'missing', key: task.key };
+      if (!writeBatchResult(task.results, result)) return { type: 'batch-done', count: i, overflow: result };
+    }
+    return { type: 'batch-done', count: calls.length };
   }
 
   /** Instantiates the given plugins ahead of need (a fresh worker replacing a dead one). */

@@ -140,7 +140,7 @@ async function benchB() {
 // ── c. host-call round trip: broker (main thread) vs answered inside the worker ──────────────
 async function benchC() {
   const wasm = await wat(here('./fixtures/hostcall.wat'));
-  const ex = await createExecutor({ pool: { workers: 1, spares: 0 }, grants: { clock: true, config: true } });
+  const ex = await createExecutor({ pool: { workers: 1, spares: 0 }, grants: { clock: true, config: true }, policy: { hostCallRate: { perSecond: 1e9, burst: 1e9 } } });
   await ex.install({ name: 'hc', version: '1.0.0', capabilities: { clock: true }, config: { k: 'v' } }, wasm);
   const samples = { broker: [], local: [] };
   ex.on('call', (e) => {
@@ -201,7 +201,8 @@ async function benchD() {
 // ── e. recovery and cold start ────────────────────────────────────────────────────────────────
 async function benchE() {
   const loop = await wat(here('../test/fixtures/wat/loop-forever.wat'));
-  const ex = await createExecutor({ pool: { workers: 1, spares: 1 }, limits: { timeoutMs: 50 } });
+  // Repeated timeouts would quarantine the looping plugin; here they are the point.
+  const ex = await createExecutor({ pool: { workers: 1, spares: 1 }, limits: { timeoutMs: 50 }, policy: { quarantine: { threshold: 1_000_000 } } });
   await ex.install({ name: 'echo', version: '1.0.0' }, wasmEcho);
   await ex.install({ name: 'loop', version: '1.0.0' }, loop);
   await ex.call('echo', 'echo', input);

@@ -76,7 +76,7 @@ export const executorOptionsSchema = z
           .strict()
           .prefault({}),
         /** Host calls per second (and burst) per tenant and host function. */
-        hostCallRate: z.object({ perSecond: z.number().positive().default(1000), burst: z.number().int().min(1).default(2000) }).strict().prefault({}),
+        hostCallRate: z.object({ perSecond: z.number().positive().default(10_000), burst: z.number().int().min(1).default(20_000) }).strict().prefault({}),
         limiter: z.enum(['token-bucket', 'bottleneck']).default('token-bucket'),
         maxIntentDepth: z.number().int().min(0).max(32).default(4),
         /** KV bytes per plugin (key + value), unless a tenant's quota says otherwise. */

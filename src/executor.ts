@@ -33,7 +33,7 @@ export const executorOptionsSchema = z
         spares: z.number().int().min(0).max(16).default(1),
         maxQueued: z.number().int().min(0).default(10_000),
         /** Calls of one plugin that may share one trip to a worker when they are waiting anyway. */
-        maxBatch: z.number().int().min(1).max(4096).default(64),
+        maxBatch: z.number().int().min(1).max(4096).default(128),
         /** Shared buffer per batch for results; an output that does not fit ends its batch early. */
         batchBufferBytes: z.number().int().min(4096).default(1024 * 1024),
         /** Live instances per process; divided among threads. Each wasm memory reserves ~10 GiB of address space. */

@@ -263,34 +263,59 @@ export function resetBatchBuffer(sab: SharedArrayBuffer): void {
 const metaEncoder = new TextEncoder();
 const metaDecoder = new TextDecoder();
 
-/** Worker side: appends a result; false when it does not fit (the caller stops the batch). */
-export function writeBatchResult(sab: SharedArrayBuffer, r: CallResult): boolean {
-  const h = new Int32Array(sab, 0, 8);
-  const used = h[2];
-  const output = r.type === 'ok' ? r.output : null;
-  const hasMeta = r.type === 'error' || r.logs.length > 0;
-  const meta = hasMeta ? metaEncoder.encode(JSON.stringify(r.type === 'error' ? { error: r.error, logs: r.logs } : { logs: r.logs })) : null;
-  const size = RESULT_FIXED + (output?.byteLength ?? 0) + (meta?.byteLength ?? 0);
-  const at = BATCH_HEADER + used;
-  if (at + size > sab.byteLength) return false;
-  const v = new DataView(sab, at, RESULT_FIXED);
-  v.setUint8(0, r.type === 'ok' ? 0 : 1);
-  v.setUint8(1, hasMeta ? 1 : 0);
-  v.setUint32(4, output?.byteLength ?? 0, true);
-  v.setFloat64(8, r.stats.busyMicros, true);
-  v.setUint32(16, r.stats.hostCalls, true);
-  v.setUint32(20, r.stats.threadId, true);
-  v.setFloat64(24, r.stats.memoryBytes, true);
-  v.setUint8(32, r.stats.instantiated ? 1 : 0);
-  v.setUint32(36, meta?.byteLength ?? 0, true);
-  v.setFloat64(40, r.stats.brokerMicros, true);
-  v.setFloat64(48, r.stats.localHostMicros, true);
-  const bytes = new Uint8Array(sab);
-  if (output) bytes.set(output, at + RESULT_FIXED);
-  if (meta) bytes.set(meta, at + RESULT_FIXED + (output?.byteLength ?? 0));
-  h[2] = used + size;
-  Atomics.store(h, 0, h[0] + 1);
-  return true;
+/** Worker side: writes a batch's results and progress; the views are made once per batch. */
+export class BatchWriter {
+  readonly #sab: SharedArrayBuffer;
+  readonly #header: Int32Array;
+  readonly #started: Float64Array;
+  readonly #bytes: Uint8Array;
+  readonly #view: DataView;
+
+  constructor(sab: SharedArrayBuffer) {
+    this.#sab = sab;
+    this.#header = new Int32Array(sab, 0, 8);
+    this.#started = new Float64Array(sab, 16, 1);
+    this.#bytes = new Uint8Array(sab);
+    this.#view = new DataView(sab);
+  }
+
+  /** Marks call `index` as started now; returns the start time (Date.now()). */
+  start(index: number): number {
+    const now = Date.now();
+    this.#started[0] = now;
+    Atomics.store(this.#header, 1, index);
+    return now;
+  }
+
+  /** Appends a result; false when it does not fit (the caller stops the batch). */
+  write(r: CallResult): boolean {
+    const h = this.#header;
+    const used = h[2];
+    const output = r.type === 'ok' ? r.output : null;
+    const hasMeta = r.type === 'error' || r.logs.length > 0;
+    const meta = hasMeta ? metaEncoder.encode(JSON.stringify(r.type === 'error' ? { error: r.error, logs: r.logs } : { logs: r.logs })) : null;
+    const outLen = output?.byteLength ?? 0;
+    const size = RESULT_FIXED + outLen + (meta?.byteLength ?? 0);
+    const at = BATCH_HEADER + used;
+    if (at + size > this.#sab.byteLength) return false;
+    const v = this.#view;
+    v.setUint8(at, r.type === 'ok' ? 0 : 1);
+    v.setUint8(at + 1, hasMeta ? 1 : 0);
+    v.setUint32(at + 4, outLen, true);
+    v.setFloat64(at + 8, r.stats.busyMicros, true);
+    v.setUint32(at + 16, r.stats.hostCalls, true);
+    v.setUint32(at + 20, r.stats.threadId, true);
+    v.setFloat64(at + 24, r.stats.memoryBytes, true);
+    v.setUint8(at + 32, r.stats.instantiated ? 1 : 0);
+    v.setUint32(at + 36, meta?.byteLength ?? 0, true);
+    v.setFloat64(at + 40, r.stats.brokerMicros, true);
+    v.setFloat64(at + 48, r.stats.localHostMicros, true);
+    if (output) this.#bytes.set(output, at + RESULT_FIXED);
+    if (meta) this.#bytes.set(meta, at + RESULT_FIXED + outLen);
+    h[2] = used + size;
+    Atomics.store(h, 0, h[0] + 1);
+    return true;
+  }
 }
 
 /** Main side: the results completed so far, in call order. */
@@ -326,14 +351,6 @@ export function readBatchResults(sab: SharedArrayBuffer): CallResult[] {
 export function batchProgress(sab: SharedArrayBuffer): { completed: number; running: number; startedAt: number } {
   const h = new Int32Array(sab, 0, 8);
   return { completed: Atomics.load(h, 0), running: Atomics.load(h, 1), startedAt: new Float64Array(sab, 16, 1)[0] };
-}
-
-/** Worker side: marks call `index` as started now. */
-export function markBatchCallStarted(sab: SharedArrayBuffer, index: number): number {
-  const now = Date.now();
-  new Float64Array(sab, 16, 1)[0] = now;
-  Atomics.store(new Int32Array(sab, 0, 8), 1, index);
-  return now;
 }
 
 // ── Batch requests buffer ────────────────────────────────────────────────────────────────────
@@ -385,7 +402,7 @@ export function writeBatchRequests(sab: SharedArrayBuffer, calls: CallSpec[]): n
   return n;
 }
 
-/** Worker side: decodes `count` calls (inputs are copied out of the shared buffer). */
+/** Worker side: decodes `count` calls (inputs are views into the shared buffer). */
 export function readBatchRequests(sab: SharedArrayBuffer, count: number): CallSpec[] {
   const bytes = new Uint8Array(sab);
   const calls: CallSpec[] = [];
@@ -403,7 +420,9 @@ export function readBatchRequests(sab: SharedArrayBuffer, count: number): CallSp
       maxHostCallBytes: v.getFloat64(16, true),
       maxLogBytes: v.getUint32(24, true),
       fn: fnDecoder.decode(bytes.subarray(start, start + fnLength)),
-      input: bytes.slice(start + fnLength, start + fnLength + inputLength),
+      // A view, not a copy: the runtime copies the input into kernel memory anyway, and the main
+      // side does not touch this buffer until the batch has settled.
+      input: bytes.subarray(start + fnLength, start + fnLength + inputLength),
       deadline: 0,
     });
     at += (REQUEST_FIXED + fnLength + inputLength + 7) & ~7;

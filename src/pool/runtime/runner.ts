@@ -2,7 +2,7 @@
 // executes calls. It knows nothing about threads, so tests can drive it directly; the worker
 // entry (../worker.ts) is a thin reactor around it.
 
-import { type BatchResult, type BatchTask, markBatchCallStarted, type PluginSpec, readBatchRequests, type RunResult, type RunTask, type WireError, writeBatchResult } from '../protocol.js';
+import { type BatchResult, type BatchTask, BatchWriter, type PluginSpec, readBatchRequests, type RunResult, type RunTask, type WireError } from '../protocol.js';
 import { GuestFault } from './kernel-memory.js';
 import { type HostBridge, PluginInstance } from './plugin-instance.js';
 
@@ -85,12 +85,13 @@ export class Runner {
     if (task.spec) this.remember(task.spec);
     if (!this.#specs.has(task.key)) return { type: 'missing', key: task.key };
     const calls = readBatchRequests(task.requests, task.count);
+    const out = new BatchWriter(task.results);
     for (let i = 0; i < calls.length; i++) {
       const call = calls[i];
-      call.deadline = markBatchCallStarted(task.results, i) + call.timeoutMs;
+      call.deadline = out.start(i) + call.timeoutMs;
       const result = this.run({ type: 'run', key: task.key, call });
       if (result.type !== 'ok' && result.type !== 'error') return { type: 'missing', key: task.key };
-      if (!writeBatchResult(task.results, result)) return { type: 'batch-done', count: i, overflow: result };
+      if (!out.write(result)) return { type: 'batch-done', count: i, overflow: result };
     }
     return { type: 'batch-done', count: calls.length };
   }

@@ -150,6 +150,23 @@ describe('broker: grants, policies, rate limits, budgets', () => {
     expect(u64(await ex.call('probe', 'get_many', '', { tenant: 'acme' }))).toBe(7n);
   });
 
+  it('the bottleneck limiter adapter enforces the same per-tenant host-call limit', async () => {
+    const ex = await newExecutor({
+      pool: { workers: 1, spares: 0 },
+      grants: { kv: { read: true } },
+      policy: { limiter: 'bottleneck', hostCallRate: { perSecond: 0.001, burst: 3 }, quarantine: { threshold: 1000 } },
+    });
+    await kvProbe(ex);
+    expect(u64(await ex.call('probe', 'get_many'))).toBe(7n);
+  });
+
+  it('caps bytes through host calls per invocation', async () => {
+    const ex = await newExecutor({ pool: { workers: 1, spares: 0 }, grants: { kv: { read: true } }, limits: { maxHostCallBytes: 5 } });
+    await kvProbe(ex);
+    const err = await ex.call('probe', 'get_many').catch((e) => e);
+    expect([err.code, err.details.reason]).toEqual(['PADDOCK_CAPABILITY_DENIED', 'host-call-bytes']);
+  });
+
   it('caps host calls per invocation', async () => {
     const ex = await newExecutor({ pool: { workers: 1, spares: 0 }, grants: { kv: { read: true } }, limits: { maxHostCalls: 4 } });
     await kvProbe(ex);

@@ -167,6 +167,16 @@ function recordSuccess(): void {
   lastHostError = null;
 }
 
+/** Turns a host status (-1 = refused or failed) into a bool, recording lastError(). */
+function settled(r: i64): bool {
+  if (r == -1) {
+    recordFailure();
+    return false;
+  }
+  recordSuccess();
+  return true;
+}
+
 /** Reports a plugin error (the call fails with PADDOCK_PLUGIN_ERROR); returns 1 for `return fail(...)`. */
 export function fail(message: string): i32 {
   error_set(stringBlock(message));
@@ -297,27 +307,12 @@ export abstract class kv {
     const r = paddock_kv_set(k, v);
     free(v);
     free(k);
-    if (r == -1) {
-      recordFailure();
-      return false;
-    }
-    recordSuccess();
-    return true;
+    return settled(r);
   }
 
   /** Stores the string as UTF-8; false if refused or over quota (see lastError()). */
   static set(key: string, value: string): bool {
-    const k = stringBlock(key);
-    const v = stringBlock(value);
-    const r = paddock_kv_set(k, v);
-    free(v);
-    free(k);
-    if (r == -1) {
-      recordFailure();
-      return false;
-    }
-    recordSuccess();
-    return true;
+    return kv.setBytes(key, Uint8Array.wrap(String.UTF8.encode(value)));
   }
 
   /** True if the key existed and was deleted; false if it was missing or the call failed (see lastError()). */
@@ -377,12 +372,7 @@ export abstract class intents {
     const r = paddock_intent_emit(t, payloadBlock);
     free(t);
     free(payloadBlock);
-    if (r == -1) {
-      recordFailure();
-      return false;
-    }
-    recordSuccess();
-    return true;
+    return settled(r);
   }
 }
 
@@ -449,12 +439,7 @@ export abstract class fs {
     const r = paddock_fs_write(p, d);
     free(d);
     free(p);
-    if (r == -1) {
-      recordFailure();
-      return false;
-    }
-    recordSuccess();
-    return true;
+    return settled(r);
   }
 
   static writeString(path: string, text: string): bool {

@@ -3,8 +3,8 @@
 //
 //   main thread                                   worker thread (piscina)
 //   ───────────                                   ──────────────────────
-//   Executor ── piscina task (RunTask) ─────────▶ worker.ts → Runner → wasm
-//            ◀── RunResult ──────────────────────
+//   Executor ── piscina task (BatchTask) ───────▶ worker.ts → Runner → wasm
+//            ◀── BatchResult (+ shared buffers) ─
 //   Broker   ◀── HostCallRequest (private port) ── wasm calls http_request ...
 //            ── HostCallReply (same port) ───────▶ (worker blocked in Atomics.wait on
 //            ── Atomics.add+notify(flag) ────────▶  the flag; wakes, receiveMessageOnPort)
@@ -104,12 +104,7 @@ export interface BatchTask {
   results: SharedArrayBuffer;
 }
 
-export interface WarmTask {
-  type: 'warm';
-  specs: PluginSpec[];
-}
-
-export type Task = BatchTask | WarmTask;
+export type Task = BatchTask;
 
 export interface LogLine {
   level: Exclude<LogLevelName, 'off'>;
@@ -136,15 +131,13 @@ export type RunResult =
   | { type: 'ok'; output: Uint8Array; logs: LogLine[]; stats: CallStats }
   | { type: 'error'; error: WireError; logs: LogLine[]; stats: CallStats }
   /** The worker does not hold this plugin: resend with `spec`. */
-  | { type: 'missing'; key: string }
-  | { type: 'warmed'; count: number; threadId: number };
+  | { type: 'missing'; key: string };
 
 export type CallResult = Extract<RunResult, { type: 'ok' | 'error' }>;
 
 export type BatchResult =
   | { type: 'batch-done'; count: number; overflow?: CallResult }
-  | { type: 'missing'; key: string }
-  | { type: 'warmed'; count: number; threadId: number };
+  | { type: 'missing'; key: string };
 
 export interface WorkerHello {
   type: 'paddock:hello';

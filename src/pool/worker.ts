@@ -25,6 +25,5 @@ const runner = new Runner({
 runner.warm(broker.awaitWarmList(2000));
 
 export default function handle(task: Task): BatchResult {
-  if (task.type === 'warm') return { type: 'warmed', count: runner.warm(task.specs), threadId };
   return runner.runBatch(task);
 }

@@ -23,7 +23,7 @@ export function validateKey(key: string): void {
   }
 }
 
-export function quotaError(ns: string, needed: number, quota: number): PaddockError {
+export function quotaError(needed: number, quota: number): PaddockError {
   const err = new PaddockError('PADDOCK_QUOTA_EXCEEDED', `KV write needs ${needed} bytes; the quota is ${quota}`);
   (err as PaddockError & { reason: string }).reason = 'kv-quota';
   return err;
@@ -43,7 +43,7 @@ export class MemoryKvStore implements KvStore {
     const old = space?.get(key);
     const keyBytes = Buffer.byteLength(key);
     const next = (this.#usage.get(ns) ?? 0) - (old ? old.byteLength + keyBytes : 0) + value.byteLength + keyBytes;
-    if (next > quotaBytes) throw quotaError(ns, next, quotaBytes);
+    if (next > quotaBytes) throw quotaError(next, quotaBytes);
     if (!space) {
       space = new Map();
       this.#data.set(ns, space);

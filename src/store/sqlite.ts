@@ -109,7 +109,7 @@ export class SqliteKvStore implements KvStore {
       const keyBytes = Buffer.byteLength(key);
       const old = this.#q.size.get(ns, key) as Row | undefined;
       const next = this.#usage(ns) - (old ? old.n + keyBytes : 0) + value.byteLength + keyBytes;
-      if (next > quotaBytes) throw quotaError(ns, next, quotaBytes);
+      if (next > quotaBytes) throw quotaError(next, quotaBytes);
       this.#q.put.run(ns, key, value);
       this.#q.setUsage.run(ns, next);
     }).immediate();

@@ -92,10 +92,6 @@ export class KernelMemory {
     return this.#lengths.get(addr) ?? 0;
   }
 
-  isBlock(addr: number): boolean {
-    return this.#lengths.has(addr);
-  }
-
   #check(addr: number, width: number): number {
     if (addr < BASE || addr + width > this.#top) {
       throw new GuestFault('PADDOCK_TRAP', `kernel memory access out of bounds at 0x${addr.toString(16)}`, 'invalid-host-call-argument');

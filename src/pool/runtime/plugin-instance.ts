@@ -20,7 +20,7 @@ import {
   type LogLevelName,
   type LogLine,
   type PluginSpec,
-  type RunResult,
+  type CallResult,
   type WireError,
 } from '../protocol.js';
 import { GuestFault, HostRefusal, KernelMemory, toAddress } from './kernel-memory.js';
@@ -176,15 +176,11 @@ export class PluginInstance {
     };
   }
 
-  hasExport(fn: string): boolean {
-    return typeof this.#instance.exports[fn] === 'function';
-  }
-
   get memoryBytes(): number {
     return this.#memory ? this.#memory.buffer.byteLength : 0;
   }
 
-  run(call: CallSpec): Exclude<RunResult, { type: 'missing' | 'warmed' }> & { stats: { busyMicros: number; hostCalls: number; memoryBytes: number } } {
+  run(call: CallSpec): CallResult {
     const started = performance.now();
     const fn = this.#instance.exports[call.fn];
     const stats = () => ({

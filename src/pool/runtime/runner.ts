@@ -21,14 +21,9 @@ export class Runner {
   #specs = new Map<string, PluginSpec>();
   #instances = new Map<string, PluginInstance>();
   #opts: RunnerOptions;
-  evictions = 0;
 
   constructor(opts: RunnerOptions) {
     this.#opts = opts;
-  }
-
-  get liveInstances(): number {
-    return this.#instances.size;
   }
 
   remember(spec: PluginSpec): void {
@@ -39,12 +34,6 @@ export class Runner {
       this.#specs.delete(oldest);
       this.#instances.delete(oldest);
     }
-  }
-
-  /** Drops every instance of keys for which `match` is true (uninstall, new version). */
-  forget(match: (key: string) => boolean): void {
-    for (const key of [...this.#specs.keys()]) if (match(key)) this.#specs.delete(key);
-    for (const key of [...this.#instances.keys()]) if (match(key)) this.#instances.delete(key);
   }
 
   run(task: RunTask): RunResult {
@@ -71,10 +60,6 @@ export class Runner {
     result.stats.instantiated = instantiated;
     result.stats.threadId = this.#opts.threadId;
     return result;
-  }
-
-  has(key: string): boolean {
-    return this.#specs.has(key);
   }
 
   /**
@@ -135,6 +120,5 @@ export class Runner {
     const oldest = this.#instances.keys().next().value;
     if (oldest === undefined) return;
     this.#instances.delete(oldest);
-    this.evictions++;
   }
 }

@@ -231,6 +231,32 @@ describe('worker pool: crash isolation', () => {
   });
 });
 
+describe('address space (each wasm memory reserves ~10 GiB)', () => {
+  const underLimit = async (kib: number): Promise<{ code: number | null; outcomes: string[] }> => {
+    const script = fileURLToPath(new URL('./fixtures/address-space.mjs', import.meta.url));
+    const child = spawn('bash', ['-c', `ulimit -v ${kib} && exec "${process.execPath}" "${script}"`], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    const [code] = (await once(child, 'exit')) as [number | null];
+    return { code, outcomes: out.trim() ? (JSON.parse(out.trim().split('\n').pop()!) as string[]) : [] };
+  };
+
+  it('when reservations run out, idle instances are evicted and the call retried: every plugin is still served', async () => {
+    // 60 GB of address space holds only a handful of wasm memories next to Node itself.
+    const r = await underLimit(60_000_000);
+    expect(r.code).toBe(0);
+    expect(r.outcomes).toEqual(Array(16).fill('OK'));
+  });
+
+  it('with no room even after eviction, calls are refused with PADDOCK_INSTANCE_LIMIT and the process stays up', async () => {
+    const r = await underLimit(25_000_000);
+    expect(r.code).toBe(0);
+    expect(r.outcomes).toHaveLength(16);
+    expect(r.outcomes.every((o) => o === 'OK' || o === 'PADDOCK_INSTANCE_LIMIT')).toBe(true);
+    expect(r.outcomes).toContain('PADDOCK_INSTANCE_LIMIT');
+  });
+});
+
 describe('batching', () => {
   it('a timeout in the middle of a batch keeps the results before it and re-queues, never re-runs, the calls after it', async () => {
     const ex = await newExecutor({ pool: { workers: 1, spares: 1 }, limits: { timeoutMs: 300 }, grants: { clock: true } });

@@ -22,6 +22,7 @@ import type { CallStats, HostCallRequest, LogLine, PluginSpec } from './pool/pro
 
 const MiB = 1024 * 1024;
 const tracer = trace.getTracer('paddock');
+const utf8 = new TextEncoder();
 
 export const executorOptionsSchema = z
   .object({
@@ -201,8 +202,6 @@ interface TenantEntry {
 interface LiveCall {
   record: PluginRecord;
   ctx: CallContext;
-  /** A host-call refusal was already counted as a violation for this call. */
-  violated: boolean;
   span: Span;
 }
 
@@ -264,11 +263,7 @@ export class Executor extends EventEmitter<ExecutorEvents> {
       maxIntentDepth: pol.maxIntentDepth,
       maxListEntries: 1000,
       http: { maxResponseBytes: this.options.limits.maxHttpResponseBytes, timeoutMs: this.options.limits.httpTimeoutMs },
-      onViolation: (ctx, capability, reason) => {
-        const live = [...this.#calls.values()].find((l) => l.ctx === ctx);
-        if (live) live.violated = true;
-        this.#violation(ctx.tenant, ctx.plugin, 'capability-denied', capability, reason);
-      },
+      onViolation: (ctx, capability, reason) => this.#violation(ctx.tenant, ctx.plugin, 'capability-denied', capability, reason),
     });
     this.#tenants.set('default', {
       grants: this.options.grants,
@@ -511,10 +506,10 @@ export class Executor extends EventEmitter<ExecutorEvents> {
     const tenant = opts.tenant ?? 'default';
     const started = performance.now();
     const rec = this.#record(tenant, plugin);
-    const bytes = typeof input === 'string' ? new TextEncoder().encode(input) : input;
-    const fail = (code: ErrorCode, message: string, reason?: string): never => {
-      this.emit('call', { callId, tenant, plugin, fn, code, reason, durationMs: performance.now() - started });
-      throw new PaddockError(code, message, reason ? { details: { reason } } : {});
+    const bytes = typeof input === 'string' ? utf8.encode(input) : input;
+    const fail = (code: ErrorCode, message: string, details?: { reason: string; retryAfter?: number }): never => {
+      this.emit('call', { callId, tenant, plugin, fn, code, reason: details?.reason, durationMs: performance.now() - started });
+      throw new PaddockError(code, message, details ? { details } : {});
     };
     if (!rec.enabled) fail('PADDOCK_DISABLED', `plugin "${plugin}" is disabled`);
     if (rec.broken) fail('PADDOCK_INIT_FAILED', rec.broken);
@@ -526,8 +521,7 @@ export class Executor extends EventEmitter<ExecutorEvents> {
     const admission = this.#quarantine.admit(qkey);
     if (!admission.ok) {
       const retryAfter = Math.max(1, Math.ceil(admission.retryAfterMs / 1000));
-      this.emit('call', { callId, tenant, plugin, fn, code: 'PADDOCK_QUARANTINED', reason: 'quarantined', durationMs: performance.now() - started });
-      throw new PaddockError('PADDOCK_QUARANTINED', `plugin "${plugin}" is quarantined after repeated violations; retry in ${retryAfter} s`, { details: { reason: 'quarantined', retryAfter } });
+      fail('PADDOCK_QUARANTINED', `plugin "${plugin}" is quarantined after repeated violations; retry in ${retryAfter} s`, { reason: 'quarantined', retryAfter });
     }
     const probe = admission.ok && admission.probe;
     const timeoutMs = Math.min(opts.timeoutMs ?? rec.limits.timeoutMs, rec.limits.timeoutMs);
@@ -541,8 +535,9 @@ export class Executor extends EventEmitter<ExecutorEvents> {
       kvQuotaBytes: this.#tenants.get(tenant)?.kvBytes ?? this.options.policy.kvBytes,
       fs: this.#fsFor(rec),
       emitted: [],
+      violated: false,
     };
-    const live: LiveCall = { record: rec, ctx, violated: false, span };
+    const live: LiveCall = { record: rec, ctx, span };
     this.#calls.set(callId, live);
     let outcome: CallOutcome;
     try {
@@ -573,7 +568,7 @@ export class Executor extends EventEmitter<ExecutorEvents> {
     const durationMs = performance.now() - started;
     if (outcome.ok) {
       rec.initialisedOk = true;
-      if (this.#quarantine.finished(qkey, probe, live.violated)) {
+      if (this.#quarantine.finished(qkey, probe, ctx.violated)) {
         this.#diagnose({ kind: 'quarantine-lifted', tenant, plugin, reason: 'probe call succeeded' });
       }
       this.emit('call', { callId, tenant, plugin, fn, code: null, durationMs, stats: outcome.result.stats });
@@ -593,12 +588,12 @@ export class Executor extends EventEmitter<ExecutorEvents> {
     } else if (outcome.result && error.code !== 'PADDOCK_INSTANCE_LIMIT') {
       rec.initialisedOk = true;
     }
-    const counts = !live.violated && isSandboxViolation(error.code, error.reason);
+    const counts = !ctx.violated && isSandboxViolation(error.code, error.reason);
     if (counts) {
-      live.violated = true;
+      ctx.violated = true;
       this.#violation(tenant, plugin, violationKind(error.code), undefined, error.reason ?? error.code);
     }
-    this.#quarantine.finished(qkey, probe, live.violated);
+    this.#quarantine.finished(qkey, probe, ctx.violated);
     this.emit('call', { callId, tenant, plugin, fn, code: error.code as ErrorCode, reason: error.reason, durationMs, stats: outcome.result?.stats });
     throw new PaddockError(error.code as ErrorCode, error.message, { details: { reason: error.reason } });
   }
@@ -608,7 +603,7 @@ export class Executor extends EventEmitter<ExecutorEvents> {
    * highest priority first, one after the other. Resolves with each delivery's outcome.
    */
   async emitIntent(topic: string, payload: Uint8Array | string = new Uint8Array(0), opts: { tenant?: string } = {}): Promise<IntentResult> {
-    return this.#processIntent(opts.tenant ?? 'default', topic, typeof payload === 'string' ? new TextEncoder().encode(payload) : payload, 0);
+    return this.#processIntent(opts.tenant ?? 'default', topic, typeof payload === 'string' ? utf8.encode(payload) : payload, 0);
   }
 
   async #processIntent(tenant: string, topic: string, payload: Uint8Array, depth: number): Promise<IntentResult> {

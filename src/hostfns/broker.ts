@@ -27,6 +27,8 @@ export interface CallContext {
   fs: FsAccess | null;
   /** Intents emitted during the call; dispatched only if the call succeeds. */
   emitted: Array<{ topic: string; payload: Uint8Array }>;
+  /** A refusal during this call was already counted as a violation (one strike per call). */
+  violated: boolean;
   /** Set when a violation was ruled fatal (strict mode): why the worker is going away. */
   killedFor?: PaddockError;
 }
@@ -69,6 +71,7 @@ export class Broker {
   }
 
   #refuse(ctx: CallContext, capability: string, reason: string, error: PaddockError): never {
+    ctx.violated = true;
     this.#o.onViolation(ctx, capability, reason, error);
     const action = ACTIONS[this.#o.policy];
     if (action === 'kill') ctx.killedFor = error;

@@ -30,7 +30,7 @@ import type {
   HostCallReply,
   HostCallRequest,
   PluginSpec,
-  RunResult,
+  CallResult,
   ViolationAction,
   WireError,
   WorkerHello,
@@ -81,8 +81,8 @@ interface Pending {
 
 /** What a finished call reports to the executor. */
 export type CallOutcome =
-  | { ok: true; result: Extract<RunResult, { type: 'ok' }> }
-  | { ok: false; error: WireError; result?: Extract<RunResult, { type: 'error' }>; restart?: RestartReason };
+  | { ok: true; result: Extract<CallResult, { type: 'ok' }> }
+  | { ok: false; error: WireError; result?: Extract<CallResult, { type: 'error' }>; restart?: RestartReason };
 
 export class WorkerPool extends EventEmitter<PoolEvents> {
   readonly options: PoolOptions;

@@ -79,14 +79,6 @@ export interface CallSpec {
   deadline: number;
 }
 
-export interface RunTask {
-  type: 'run';
-  key: string;
-  /** Present when the main side knows (or learned) the worker lacks this plugin. */
-  spec?: PluginSpec;
-  call: CallSpec;
-}
-
 /**
  * Several calls of one plugin (one key) in one piscina task: the pool's transport cost is paid
  * once per batch. Results go into `results` (see the batch buffer below) as each call ends, so
@@ -127,16 +119,13 @@ export interface CallStats {
   threadId: number;
 }
 
-export type RunResult =
+export type CallResult =
   | { type: 'ok'; output: Uint8Array; logs: LogLine[]; stats: CallStats }
-  | { type: 'error'; error: WireError; logs: LogLine[]; stats: CallStats }
-  /** The worker does not hold this plugin: resend with `spec`. */
-  | { type: 'missing'; key: string };
-
-export type CallResult = Extract<RunResult, { type: 'ok' | 'error' }>;
+  | { type: 'error'; error: WireError; logs: LogLine[]; stats: CallStats };
 
 export type BatchResult =
   | { type: 'batch-done'; count: number; overflow?: CallResult }
+  /** The worker does not hold this plugin: resend with `spec`. */
   | { type: 'missing'; key: string };
 
 export interface WorkerHello {

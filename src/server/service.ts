@@ -9,12 +9,11 @@ import type { Logger } from 'pino';
 import { PaddockError, toPaddockError } from '../errors.js';
 import { createExecutor, type Executor, type IntentResult, type PluginInfo } from '../executor.js';
 import { sha256Hex } from '../policy/audit.js';
-import { parseManifestText } from '../policy/manifest.js';
+import { formatZodError, parseManifestText } from '../policy/manifest.js';
 import { SqliteStore } from '../store/sqlite.js';
 import { type Quotas, quotasSchema, type ServerConfig, tenantInputSchema } from './config.js';
 import { routePluginLogs } from './plugin-logs.js';
 import { TenantScheduler } from './scheduler.js';
-import { formatZodError } from '../policy/manifest.js';
 
 export type Principal = { kind: 'admin' } | { kind: 'tenant'; tenant: string };
 

@@ -2,7 +2,7 @@
 // executes calls. It knows nothing about threads, so tests can drive it directly; the worker
 // entry (../worker.ts) is a thin reactor around it.
 
-import { type BatchResult, type BatchTask, BatchWriter, type PluginSpec, readBatchRequests, type RunResult, type RunTask, type WireError } from '../protocol.js';
+import { type BatchResult, type BatchTask, BatchWriter, type CallResult, type CallSpec, type PluginSpec, readBatchRequests, type WireError } from '../protocol.js';
 import { GuestFault } from './kernel-memory.js';
 import { type HostBridge, PluginInstance } from './plugin-instance.js';
 
@@ -36,27 +36,25 @@ export class Runner {
     }
   }
 
-  run(task: RunTask): RunResult {
-    if (task.spec) this.remember(task.spec);
-    const spec = this.#specs.get(task.key);
-    if (!spec) return { type: 'missing', key: task.key };
-    let instance = this.#instances.get(task.key);
+  /** Runs one call of a plugin whose spec this thread holds (runBatch checks that first). */
+  #runCall(key: string, spec: PluginSpec, call: CallSpec): CallResult {
+    let instance = this.#instances.get(key);
     let instantiated = false;
     if (instance) {
       // Map order is our LRU order.
-      this.#instances.delete(task.key);
-      this.#instances.set(task.key, instance);
+      this.#instances.delete(key);
+      this.#instances.set(key, instance);
     } else {
-      const created = this.#create(spec, task.call.callId);
+      const created = this.#create(spec, call.callId);
       if ('error' in created) {
         return { type: 'error', error: created.error, logs: [], stats: { busyMicros: 0, hostCalls: 0, brokerMicros: 0, localHostMicros: 0, memoryBytes: 0, instantiated: true, threadId: this.#opts.threadId } };
       }
       instance = created.instance;
       instantiated = true;
     }
-    const result = instance.run(task.call);
+    const result = instance.run(call);
     // A trapped instance is thrown away; the next call gets a fresh one from the cached module.
-    if (instance.poisoned) this.#instances.delete(task.key);
+    if (instance.poisoned) this.#instances.delete(key);
     result.stats.instantiated = instantiated;
     result.stats.threadId = this.#opts.threadId;
     return result;
@@ -68,14 +66,14 @@ export class Runner {
    */
   runBatch(task: BatchTask): BatchResult {
     if (task.spec) this.remember(task.spec);
-    if (!this.#specs.has(task.key)) return { type: 'missing', key: task.key };
+    const spec = this.#specs.get(task.key);
+    if (!spec) return { type: 'missing', key: task.key };
     const calls = readBatchRequests(task.requests, task.count);
     const out = new BatchWriter(task.results);
     for (let i = 0; i < calls.length; i++) {
       const call = calls[i];
       call.deadline = out.start(i) + call.timeoutMs;
-      const result = this.run({ type: 'run', key: task.key, call });
-      if (result.type !== 'ok' && result.type !== 'error') return { type: 'missing', key: task.key };
+      const result = this.#runCall(task.key, spec, call);
       if (!out.write(result)) return { type: 'batch-done', count: i, overflow: result };
     }
     return { type: 'batch-done', count: calls.length };

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -42,6 +42,15 @@ describe('paddock run', () => {
     expect(greet.stdout).toBe('Howdy, Ada!');
     const repeated = await paddock('run', join(plugins, 'count-vowels.wasm'), 'count_vowels', '--input', 'aa', '--repeat', '3');
     expect(repeated.stdout).toBe(['2', '4', '6'].map((t) => `{"count":2,"total":${t},"vowels":"aeiouAEIOU"}`).join(''));
+  });
+
+  it('runs a plugin folder: its .wasm with the paddock.yaml manifest beside it', async () => {
+    const folder = join(dir, 'greeter');
+    await mkdir(folder);
+    await writeFile(join(folder, 'greet.wasm'), await readFile(join(plugins, 'greet.wasm')));
+    await writeFile(join(folder, 'paddock.yaml'), 'name: greeter\nversion: 1.0.0\nconfig:\n  greeting: Ahoy\n');
+    const r = await paddock('run', folder, 'greet', '--input', 'Sam');
+    expect([r.code, r.stdout]).toEqual([0, 'Ahoy, Sam!']);
   });
 
   it('reads input from --input-file, byte for byte', async () => {

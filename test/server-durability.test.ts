@@ -1,7 +1,9 @@
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
+import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
+import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { fixture } from './helpers/wat.js';
 import { ADMIN, boot, client, install, newTenant, plugin, removeDir, tempDir } from './helpers/server.js';
@@ -90,6 +92,37 @@ describe('durability', () => {
     ]);
     const [code] = (await exited) as [number];
     expect(code).toBe(0);
+  });
+});
+
+describe('tenants from the config file', () => {
+  it('creates them at start-up with the configured grants, prints each key once, and keeps them on restart', async () => {
+    const dir = await tempDir();
+    cleanups.push(() => removeDir(dir));
+    const tenants = [{ name: 'fromfile', grants: { kv: { read: true, write: true } }, quotas: { callsPerSecond: 7 } }];
+    const lines: Array<Record<string, unknown>> = [];
+    const sink = new Writable({
+      write(chunk, _enc, cb) {
+        for (const l of String(chunk).split('\n').filter(Boolean)) lines.push(JSON.parse(l));
+        cb();
+      },
+    });
+    const { startServer } = await import('../dist/server/index.js');
+    let server = await startServer({ port: 0, host: '127.0.0.1', dataDir: dir, adminToken: ADMIN, tenants }, { log: pino({ level: 'info' }, sink) });
+    const printed = lines.find((l) => l.tenant === 'fromfile' && typeof l.apiKey === 'string');
+    expect(printed).toBeDefined();
+    let api = client(server.url);
+    const listed = (await api('GET', '/v1/tenants', { token: ADMIN })).json.tenants;
+    expect(listed).toMatchObject([{ name: 'fromfile', grants: { kv: { read: true, write: true } }, quotas: { callsPerSecond: 7 } }]);
+    expect((await api('GET', '/v1/plugins', { token: printed!.apiKey as string })).status).toBe(200);
+    await server.close();
+    // A restart finds the tenant in the store: no second key is issued, the first still works.
+    lines.length = 0;
+    server = await startServer({ port: 0, host: '127.0.0.1', dataDir: dir, adminToken: ADMIN, tenants }, { log: pino({ level: 'info' }, sink) });
+    cleanups.push(() => server.close());
+    api = client(server.url);
+    expect(lines.some((l) => typeof l.apiKey === 'string')).toBe(false);
+    expect((await api('GET', '/v1/plugins', { token: printed!.apiKey as string })).status).toBe(200);
   });
 });
 
